@@ -1,0 +1,25 @@
+# Two commands do everything on a fresh machine with Python 3.11:
+#   make test   create .venv if missing, install meena_jax[test], run the test suite
+#   make demo   same install, then the main job on the embedded default
+PYTHON3 ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: install test demo
+
+install: $(STAMP)
+
+$(STAMP): setup.py
+	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest tests
+
+demo: $(STAMP)
+	$(PY) -m meena_jax.summary --gin_file=gin/models/meena_et_2.6b.gin
+	$(PY) -m meena_jax.summary --gin_file=gin/models/et_tiny.gin --forward

@@ -1,0 +1,191 @@
+"""Building blocks shared by the Evolved Transformer and the plain Transformer.
+
+Every parameter is created with logical axis names (``embed``, ``mlp``, ``heads``, ``kv``,
+``vocab``, ``conv_width``, ``conv_in``, ``conv_out``) and every block output is constrained to
+``(batch, length, embed)``; ``partitioning.py`` maps those names onto a device mesh, so nothing
+here knows about devices.
+
+Masking contract: ``segment_ids`` is ``[batch, length]`` int, 0 for padding and 1, 2, ... for the
+examples packed into a row. A conv tap or an attention key is visible from a query row only when
+both rows carry the same non-zero segment id, so a packed row computes exactly what its examples
+compute alone, and padding never leaks into real rows.
+"""
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from meena_jax.config import ModelConfig
+
+EMBED = ("batch", "length", "embed")
+
+glorot = nn.initializers.glorot_uniform()
+zeros = nn.initializers.zeros_init()
+ones = nn.initializers.ones_init()
+
+
+def constrain(x, axes: Sequence[str] = EMBED):
+  """Pins an activation's logical axes; a no-op until axis rules and a mesh are active."""
+  return nn.with_logical_constraint(x, tuple(axes))
+
+
+def dense(cfg: ModelConfig, features: int, axes: tuple[str, str], name: str,
+          use_bias: bool = True) -> nn.Dense:
+  """A Glorot-initialised dense layer whose kernel and bias carry logical axis names."""
+  return nn.Dense(
+      features, use_bias=use_bias, dtype=cfg.activation_dtype,
+      param_dtype=cfg.parameter_dtype, name=name,
+      kernel_init=nn.with_logical_partitioning(glorot, axes),
+      bias_init=nn.with_logical_partitioning(zeros, axes[1:]))
+
+
+def layer_norm(cfg: ModelConfig, axis: str, name: str) -> nn.LayerNorm:
+  """Layer norm over the last axis (epsilon 1e-6, scale and bias); statistics in float32."""
+  return nn.LayerNorm(
+      epsilon=1e-6, dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name=name,
+      scale_init=nn.with_logical_partitioning(ones, (axis,)),
+      bias_init=nn.with_logical_partitioning(zeros, (axis,)))
+
+
+def pad_features(x, width: int):
+  """Zero-fills channels on the right so branches of different widths can be summed."""
+  extra = width - x.shape[-1]
+  if extra < 0:
+    raise ValueError(f"cannot pad {x.shape[-1]} channels down to {width}")
+  return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, extra)])
+
+
+def timing_signal(positions, channels: int, dtype):
+  """Sinusoidal positions as in tensor2tensor ``get_timing_signal_1d``: [sin | cos] halves.
+
+  ``positions`` is ``[batch, length]``; packed rows restart at 0 for every example.
+  """
+  num_timescales = channels // 2
+  log_increment = jnp.log(1.0e4) / max(num_timescales - 1, 1)
+  inv_timescales = jnp.exp(jnp.arange(num_timescales, dtype=jnp.float32) * -log_increment)
+  scaled = positions.astype(jnp.float32)[..., None] * inv_timescales
+  return jnp.concatenate([jnp.sin(scaled), jnp.cos(scaled)], axis=-1).astype(dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolutions that respect segments.
+
+
+def conv_offsets(width: int, causal: bool) -> range:
+  """Row offsets read by taps 0..width-1: causal = ``k-1`` rows back to 0; SAME = centred.
+
+  Tap ``i`` of a causal conv reads row ``t - (k-1) + i``, the layout of a left-zero-padded
+  VALID conv, so kernels are interchangeable with tensor2tensor/Keras ones.
+  """
+  left = width - 1 if causal else (width - 1) // 2
+  return range(-left, width - left)
+
+
+def conv_taps(x, segment_ids, width: int, causal: bool):
+  """Gathers each row's receptive field: ``[b, t, c] -> [b, t, width, c]``.
+
+  Tap ``i`` of row ``t`` holds row ``t + offset_i`` when that row has the same non-zero segment
+  id as row ``t``, else zeros: exactly zero padding at every example boundary.
+  """
+  offsets = conv_offsets(width, causal)
+  length = x.shape[1]
+  pad = (-offsets[0], offsets[-1])
+  xp = jnp.pad(x, ((0, 0), pad, (0, 0)))
+  sp = jnp.pad(segment_ids, ((0, 0), pad))
+  taps = jnp.stack([xp[:, i:i + length] for i in range(width)], axis=2)
+  tap_segments = jnp.stack([sp[:, i:i + length] for i in range(width)], axis=2)
+  visible = (tap_segments == segment_ids[..., None]) & (tap_segments > 0)
+  return taps * visible[..., None].astype(x.dtype)
+
+
+class Conv1D(nn.Module):
+  """A full 1-D convolution with bias (the ET encoder's width-3 branch)."""
+  cfg: ModelConfig
+  features: int
+  width: int
+  causal: bool
+
+  @nn.compact
+  def __call__(self, x, segment_ids):
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(glorot, ("conv_width", "conv_in", "conv_out")),
+        (self.width, x.shape[-1], self.features), self.cfg.parameter_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(zeros, ("conv_out",)),
+                      (self.features,), self.cfg.parameter_dtype)
+    dtype = self.cfg.activation_dtype
+    taps = conv_taps(x.astype(dtype), segment_ids, self.width, self.causal)
+    return jnp.einsum("btkc,kco->bto", taps, kernel.astype(dtype)) + bias.astype(dtype)
+
+
+class SeparableConv1D(nn.Module):
+  """Depthwise conv (one ``width``-wide filter per input channel, no bias), then a pointwise
+  dense with bias to ``features`` channels, as Keras/t2t ``SeparableConv1D``."""
+  cfg: ModelConfig
+  features: int
+  width: int
+  causal: bool
+
+  @nn.compact
+  def __call__(self, x, segment_ids):
+    # Each output channel sums `width` taps of one input channel: fan-in is the width.
+    depthwise_init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=0,
+                                                      out_axis=1)
+    depthwise = self.param(
+        "depthwise_kernel",
+        nn.with_logical_partitioning(depthwise_init, ("conv_width", "conv_in")),
+        (self.width, x.shape[-1]), self.cfg.parameter_dtype)
+    dtype = self.cfg.activation_dtype
+    taps = conv_taps(x.astype(dtype), segment_ids, self.width, self.causal)
+    y = jnp.einsum("btkc,kc->btc", taps, depthwise.astype(dtype))
+    return dense(self.cfg, self.features, ("conv_in", "conv_out"), "pointwise")(y)
+
+
+# ----------------------------------------------------------------------------------------------
+# Attention.
+
+
+def attention_mask(query_segment_ids, key_segment_ids, causal: bool):
+  """``[b, 1, q, k]`` bool: same non-zero segment, and ``k <= q`` when causal."""
+  mask = ((query_segment_ids[:, :, None] == key_segment_ids[:, None, :])
+          & (key_segment_ids[:, None, :] > 0))
+  if causal:
+    q_len, k_len = query_segment_ids.shape[1], key_segment_ids.shape[1]
+    mask &= jnp.tril(jnp.ones((q_len, k_len), dtype=bool))
+  return mask[:, None]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head dot-product attention as in tensor2tensor: Q/K/V/output projections without
+  bias, queries scaled by ``head_dim ** -0.5``, total Q/K/V width ``d_model``."""
+  cfg: ModelConfig
+  num_heads: int
+
+  @nn.compact
+  def __call__(self, inputs_q, inputs_kv, mask, deterministic: bool = True):
+    del deterministic  # No attention dropout in Meena; kept for a uniform sub-layer signature.
+    cfg = self.cfg
+    head_dim = cfg.d_model // self.num_heads
+
+    def project(name):
+      return nn.DenseGeneral(
+          (self.num_heads, head_dim), use_bias=False, dtype=cfg.activation_dtype,
+          param_dtype=cfg.parameter_dtype, name=name,
+          kernel_init=nn.with_logical_partitioning(glorot, ("embed", "heads", "kv")))
+
+    qkv_axes = ("batch", "length", "heads", "kv")
+    query = constrain(project("query")(inputs_q), qkv_axes)
+    key = constrain(project("key")(inputs_kv), qkv_axes)
+    value = constrain(project("value")(inputs_kv), qkv_axes)
+    out = jax.nn.dot_product_attention(query, key, value, mask=mask)
+    out = nn.DenseGeneral(
+        cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.activation_dtype,
+        param_dtype=cfg.parameter_dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(glorot, ("heads", "kv", "embed")))(out)
+    return constrain(out)
+
+
+def dropout(cfg: ModelConfig, x, deterministic: bool, rate: Optional[float] = None):
+  """Dropout at the residual rate; draws from the ``dropout`` rng stream when training."""
+  rate = cfg.dropout_rate if rate is None else rate
+  return nn.Dropout(rate)(x, deterministic=deterministic)

@@ -1,0 +1,27 @@
+"""meena_jax: Meena (Evolved Transformer seq2seq chatbot) in JAX/Flax.
+
+The library is `meena_jax/`; the SeqIO/TFDS code in `tasks/` installs as `meena_tasks`.
+Lower bounds are the versions this repository was tested with (Python 3.11, CPU).
+"""
+from setuptools import setup
+
+setup(
+    name="meena_jax",
+    version="0.1.0",
+    description="Meena chatbot (Evolved Transformer seq2seq) in JAX/Flax",
+    python_requires=">=3.11",
+    packages=["meena_jax", "meena_tasks"],
+    package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
+    install_requires=[
+        "jax>=0.10.2",
+        "flax>=0.12.8",
+        "optax>=0.2.8",
+        "seqio>=0.0.20",
+        "tensorflow-datasets>=4.9.10",
+        "gin-config>=0.5.0",
+        "orbax-checkpoint>=0.12.8",
+        "sentencepiece>=0.2.3",
+        "numpy>=2.0",
+    ],
+    extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6"]},
+)

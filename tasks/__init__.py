@@ -1,0 +1,2 @@
+"""meena_tasks: conversation sources (TFDS builders), Meena's filters, the vocabulary and the SeqIO
+tasks. Installed from `tasks/` under this name by setup.py's `package_dir`."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: tiny configs of both block types and random SeqIO-style batches."""
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from meena_jax.config import ModelConfig
+from meena_jax.model import Seq2Seq
+
+# d_model 32 with 4 heads: the ET decoder's parallel self-attention gets 8 heads of width 4.
+TINY = ModelConfig(vocab_size=61, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,
+                   num_decoder_layers=2, dropout_rate=0.1)
+
+
+@pytest.fixture(params=["evolved", "transformer"])
+def tiny_config(request) -> ModelConfig:
+  return dataclasses.replace(TINY, block_type=request.param)
+
+
+def random_tokens(rng: np.random.Generator, cfg: ModelConfig, shape):
+  """Token ids in [2, vocab): never padding (0) nor EOS (1)."""
+  return jnp.asarray(rng.integers(2, cfg.vocab_size, shape), jnp.int32)
+
+
+def shift_right(targets):
+  """Decoder inputs from targets, as SeqIO's feature converter makes them (start token 0)."""
+  return jnp.pad(targets[:, :-1], ((0, 0), (1, 0)))
+
+
+@functools.lru_cache(maxsize=None)
+def init_params(cfg: ModelConfig, seed: int = 0):
+  """Unboxed float parameters of ``Seq2Seq(cfg)`` (cached: XLA compiles slowly on 2 cores)."""
+  tokens = jnp.ones((1, 4), jnp.int32)
+  variables = jax.jit(Seq2Seq(cfg).init)(jax.random.key(seed), tokens, tokens)
+  return nn.unbox(variables)["params"]
