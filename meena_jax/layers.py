@@ -118,6 +118,14 @@ class Conv1D(nn.Module):
     return jnp.einsum("btkc,kco->bto", taps, kernel.astype(dtype)) + bias.astype(dtype)
 
 
+def depthwise_glorot(key, shape, dtype=jnp.float32):
+  """Glorot-uniform with the fans Keras gives a ``(width, channels, 1)`` depthwise kernel
+  (fan_in = width * channels, fan_out = width), as the reference implementation starts it."""
+  width, channels = shape
+  limit = (6.0 / (width * channels + width)) ** 0.5
+  return jax.random.uniform(key, shape, dtype, -limit, limit)
+
+
 class SeparableConv1D(nn.Module):
   """Depthwise conv (one ``width``-wide filter per input channel, no bias), then a pointwise
   dense with bias to ``features`` channels, as Keras/t2t ``SeparableConv1D``."""
@@ -128,12 +136,9 @@ class SeparableConv1D(nn.Module):
 
   @nn.compact
   def __call__(self, x, segment_ids):
-    # Each output channel sums `width` taps of one input channel: fan-in is the width.
-    depthwise_init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform", in_axis=0,
-                                                      out_axis=1)
     depthwise = self.param(
         "depthwise_kernel",
-        nn.with_logical_partitioning(depthwise_init, ("conv_width", "conv_in")),
+        nn.with_logical_partitioning(depthwise_glorot, ("conv_width", "conv_in")),
         (self.width, x.shape[-1]), self.cfg.parameter_dtype)
     dtype = self.cfg.activation_dtype
     taps = conv_taps(x.astype(dtype), segment_ids, self.width, self.causal)

@@ -31,20 +31,16 @@ def _size(tree) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(nn.unbox(tree))))
 
 
-def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
-  """Parameters per top-level module (``embedding``, ``encoder_0``, ..., ``decoder_norm``)."""
-  params = abstract_variables(cfg)["params"]
+def parameter_counts(params) -> dict[str, int]:
+  """Parameters per top-level module (``embedding``, ``encoder_0``, ..., ``decoder_norm``) of a
+  params tree, or per sub-module when given one block's subtree."""
   return {name: _size(sub) for name, sub in params.items()}
-
-
-def block_breakdown(cfg: ModelConfig, block: str) -> dict[str, int]:
-  """Parameters per sub-module of one block (e.g. ``decoder_0``)."""
-  return {name: _size(sub) for name, sub in abstract_variables(cfg)["params"][block].items()}
 
 
 def format_parameter_table(cfg: ModelConfig) -> str:
   """A table with one row per kind of module: identical blocks are counted once, times n."""
-  counts = parameter_counts(cfg)
+  params = abstract_variables(cfg)["params"]
+  counts = parameter_counts(params)
   total = sum(counts.values())
   order = (["embedding"] + [f"encoder_{i}" for i in range(cfg.num_encoder_layers)]
            + ["encoder_norm"] + [f"decoder_{i}" for i in range(cfg.num_decoder_layers)]
@@ -61,7 +57,7 @@ def format_parameter_table(cfg: ModelConfig) -> str:
                  f"{sum(sizes) / total:>8.1%}")
   lines.append(f"{'total':<22}{'':>6}{'':>12}{total / 1e6:>12.2f}{1:>8.0%}")
   for block in ("encoder_0", "decoder_0"):
-    parts = block_breakdown(cfg, block)
+    parts = parameter_counts(params[block])
     lines.append(f"{block} by sub-module (M): " + ", ".join(
         f"{k} {v / 1e6:.3f}" for k, v in parts.items()))
   return "\n".join(lines)

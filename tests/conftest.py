@@ -1,6 +1,13 @@
 """Shared fixtures: tiny configs of both block types and random SeqIO-style batches."""
 import dataclasses
 import functools
+import os
+
+# XLA's CPU backend spends most of a test's time compiling; LLVM optimisation level 0 cuts that
+# by ~40% on 2 cores and changes no test's tolerance. Set before jax is imported.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                             + " --xla_backend_optimization_level=0").strip()
 
 import flax.linen as nn
 import jax
