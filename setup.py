@@ -22,6 +22,11 @@ setup(
         "orbax-checkpoint>=0.12.8",
         "sentencepiece>=0.2.3",
         "numpy>=2.0",
+        "chitchat_dataset>=0.9.0",
+        "alt-profanity-check>=1.9.1",
+        "zstandard>=0.25.0",
+        # tensorflow-datasets 4.9.10 imports it without declaring it.
+        "importlib_resources>=6.0",
     ],
     extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6"]},
 )

@@ -1,0 +1,198 @@
+"""TFDS builders: raw conversations -> filtered (context, response) examples, with statistics.
+
+Each builder reads its source (``sources.py``), cleans and filters messages with subtree removal
+(``conversations.py``), and writes one TFDS example per surviving reply, plus
+``filter_statistics.json`` beside the dataset's files. The subword-count filter needs the
+source's vocabulary, so preparing a source also trains it (``vocab.py``) on the cleaned train
+split when it is not there yet: ``<data_dir>/meena_vocab/<source>_<size>.model``.
+"""
+import abc
+import dataclasses
+import json
+import pathlib
+from typing import Iterable, Optional
+
+import tensorflow_datasets as tfds
+
+from meena_tasks import conversations, sources, vocab
+from meena_tasks.conversations import FilterStatistics, Message
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REDDIT2015_DIR = REPO_ROOT.parent / "shared" / "data" / "reddit2015"
+DEFAULT_VOCAB_SIZES = {"chitchat": 4000}
+
+
+def vocab_path(data_dir, source: str, vocab_size: int) -> pathlib.Path:
+  return pathlib.Path(data_dir).expanduser() / "meena_vocab" / f"{source}_{vocab_size}.model"
+
+
+class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Shared pipeline; subclasses implement ``_read_groups`` (message trees per split)."""
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Meena filters, subtree removal, up to 7 context turns."}
+
+  def __init__(self, *, vocab_size: Optional[int] = None, skip_malformed: bool = False,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.vocab_size = vocab_size or DEFAULT_VOCAB_SIZES.get(self.source_name, 8000)
+    self.skip_malformed = skip_malformed
+
+  @property
+  def source_name(self) -> str:
+    return self.builder_config.name if self.builder_config else self.name
+
+  @property
+  def vocab_file(self) -> pathlib.Path:
+    return vocab_path(self._data_dir_root, self.source_name, self.vocab_size)
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self, description=self.__doc__,
+        features=tfds.features.FeaturesDict({
+            "id": tfds.features.Text(),
+            "context": tfds.features.Sequence(tfds.features.Text()),
+            "response": tfds.features.Text(),
+            "context_speakers": tfds.features.Sequence(tfds.features.Text()),
+            "response_speaker": tfds.features.Text(),
+        }),
+        supervised_keys=None)
+
+  @abc.abstractmethod
+  def _read_groups(self, stats: dict) -> dict[str, list[list[Message]]]:
+    """{split: [messages of one conversation or tree, ...]}; may fill ``stats`` per split."""
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing is downloaded: every source is local.
+    stats = {}
+    groups = self._read_groups(stats)
+    cleaned = {split: [conversations.clean_messages(g) for g in gs]
+               for split, gs in groups.items()}
+    occurrences = conversations.text_occurrences(
+        m for gs in cleaned.values() for g in gs for m in g)
+    model = vocab.ensure(
+        lambda: (m.text for g in cleaned["train"] for m in g if m is not None),
+        self.vocab_file, self.vocab_size)
+    import sentencepiece as spm
+    processor = spm.SentencePieceProcessor(model_file=str(model))
+    count_subwords = lambda texts: [len(ids) for ids in processor.encode(texts)]
+    examples = {}
+    for split, split_groups in groups.items():
+      # One call per split: filters batch their work (the offensive classifier especially).
+      split_stats = stats.setdefault(split, FilterStatistics())
+      messages = [m for g in split_groups for m in g]
+      clean = [m for g in cleaned[split] for m in g]
+      survivors = conversations.filter_messages(messages, clean, count_subwords, occurrences,
+                                                split_stats)
+      examples[split] = conversations.make_examples(survivors, split_stats)
+    self._write_statistics(stats)
+    return {split: self._generate_examples(exs) for split, exs in examples.items()}
+
+  def _write_statistics(self, stats: dict):
+    path = pathlib.Path(self.data_dir) / "filter_statistics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({split: s.as_dict() for split, s in stats.items()}, indent=1))
+
+  def _generate_examples(self, examples: Iterable[conversations.Example]):
+    for ex in examples:
+      yield ex.id, {"id": ex.id, "context": list(ex.context), "response": ex.response,
+                    "context_speakers": list(ex.context_speakers),
+                    "response_speaker": ex.response_speaker}
+
+
+def statistics(builder: tfds.core.DatasetBuilder) -> dict:
+  """The ``filter_statistics.json`` of a prepared builder."""
+  return json.loads((pathlib.Path(builder.data_dir) / "filter_statistics.json").read_text())
+
+
+def chitchat_groups() -> dict[str, list[list[Message]]]:
+  """chitchat conversations as message chains, split 90/5/5 by a hash of their id."""
+  groups = {split: [] for split, _ in sources.SPLIT_FRACTIONS}
+  for conversation_id, turns, speakers in sources.chitchat_conversations():
+    groups[sources.hash_split(conversation_id)].append(
+        conversations.chain(conversation_id, turns, speakers))
+  return groups
+
+
+def jsonl_groups(name: str, files: dict, skip_malformed: bool,
+                 stats: dict) -> dict[str, list[list[Message]]]:
+  """Conversations of JSONL files, ``files`` mapping each split to its paths."""
+  groups = {}
+  for split, paths in files.items():
+    split_stats = stats.setdefault(split, FilterStatistics())
+    groups[split] = []
+    for path in paths:
+      if not pathlib.Path(path).is_file():
+        raise FileNotFoundError(f"conversations_jsonl/{name}: {split} file {path} does not "
+                                f"exist")
+      groups[split].extend(sources.read_jsonl(path, skip_malformed, split_stats))
+  return groups
+
+
+class Chitchat(_ConversationBuilder):
+  """The Chit Chat Challenge conversations of the ``chitchat_dataset`` package (7,168
+  human-human conversations), split 90/5/5 by a hash of the conversation id."""
+
+  def _read_groups(self, stats):
+    return chitchat_groups()
+
+
+@dataclasses.dataclass
+class JsonlConfig(tfds.core.BuilderConfig):
+  """Files per split (gzip or plain JSONL in the reddit2015 format)."""
+  files: dict = dataclasses.field(default_factory=dict)
+
+
+class ConversationsJsonl(_ConversationBuilder):
+  """Conversations from JSONL files, one ``{"id", "turns": [...]}`` object a line. The
+  ``reddit2015`` config reads ``shared/data/reddit2015``; pass ``config=JsonlConfig(name=...,
+  files={"train": [...], ...})`` for any other set of files."""
+  BUILDER_CONFIGS = [JsonlConfig(name="reddit2015", files={
+      "train": [str(REDDIT2015_DIR / "train.jsonl.gz")],
+      "validation": [str(REDDIT2015_DIR / "validation.jsonl.gz")]})]
+
+  def _read_groups(self, stats):
+    return jsonl_groups(self.builder_config.name, self.builder_config.files,
+                        self.skip_malformed, stats)
+
+
+@dataclasses.dataclass
+class PushshiftConfig(tfds.core.BuilderConfig):
+  """Pushshift dumps: ``RC_*.zst`` comment files and optional ``RS_*.zst`` submissions."""
+  comment_files: tuple = ()
+  submission_files: tuple = ()
+
+
+class PushshiftReddit(_ConversationBuilder):
+  """Reddit comment trees rebuilt from Pushshift monthly dumps; every reply with its ancestors
+  becomes an example. Trees are split 90/5/5 by a hash of their submission id."""
+  BUILDER_CONFIGS = [PushshiftConfig(name="default")]
+
+  def _read_groups(self, stats):
+    read_stats = FilterStatistics()
+    trees = sources.pushshift_trees(self.builder_config.comment_files,
+                                    self.builder_config.submission_files,
+                                    self.skip_malformed, read_stats)
+    groups = {split: [] for split, _ in sources.SPLIT_FRACTIONS}
+    for root_id, messages in sorted(trees.items()):
+      split = sources.hash_split(root_id)
+      groups[split].append(messages)
+    for split in groups:
+      stats[split] = FilterStatistics()
+    stats["train"].malformed_skipped = read_stats.malformed_skipped
+    return groups
+
+
+def cleaned_texts(groups: Iterable[list[Message]]) -> Iterable[str]:
+  """The cleaned text of every message (what a vocabulary is trained on)."""
+  for group in groups:
+    for m in conversations.clean_messages(group):
+      if m is not None:
+        yield m.text
+
+
+# The vocabulary command line's sources: each returns its cleaned train-split texts.
+TRAIN_TEXTS = {
+    "chitchat": lambda: cleaned_texts(chitchat_groups()["train"]),
+    "reddit2015": lambda: cleaned_texts(jsonl_groups(
+        "reddit2015", ConversationsJsonl.BUILDER_CONFIGS[0].files, False, {})["train"]),
+}

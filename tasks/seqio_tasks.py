@@ -1,0 +1,73 @@
+"""SeqIO tasks over the prepared sources: the interface the trainer and evaluator read.
+
+  task = meena_tasks.get_task("chitchat", data_dir="~/tensorflow_datasets")
+  ds = task.get_dataset({"inputs": 128, "targets": 128}, split="train", shuffle=True, seed=0)
+
+``get_task`` prepares the TFDS builder (and so its vocabulary) on first use, then registers the
+task once. Each example: context turns joined with the ``<turn>`` piece -> ``inputs`` (the most
+recent ``inputs`` tokens kept, no EOS); response -> ``targets`` (trimmed, EOS appended).
+``seqio.EncDecFeatureConverter`` then packs training batches or pads eval batches.
+"""
+import functools
+from typing import Optional
+
+import seqio
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from meena_tasks import builders, vocab
+
+DEFAULT_DATA_DIR = "~/tensorflow_datasets"
+SOURCES = {
+    "chitchat": lambda data_dir: builders.Chitchat(data_dir=data_dir),
+    "reddit2015": lambda data_dir: builders.ConversationsJsonl(config="reddit2015",
+                                                               data_dir=data_dir),
+}
+
+
+def join_turns(dataset: tf.data.Dataset) -> tf.data.Dataset:
+  """``context`` turns joined by the turn separator -> ``inputs``; ``response`` -> ``targets``."""
+  def join(ex):
+    return {"inputs": tf.strings.reduce_join(ex["context"], separator=f" {vocab.TURN_SEPARATOR} "),
+            "targets": ex["response"], "id": ex["id"]}
+  return dataset.map(join, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def keep_most_recent_inputs(dataset: tf.data.Dataset,
+                            sequence_length: Optional[dict] = None) -> tf.data.Dataset:
+  """Left-truncates ``inputs`` to ``sequence_length["inputs"]`` tokens: the latest turns stay.
+  Without a length (scoring whole examples) nothing is cut."""
+  length = (sequence_length or {}).get("inputs")
+  if not length:
+    return dataset
+  return dataset.map(lambda ex: {**ex, "inputs": ex["inputs"][-length:]},
+                     num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
+                builder: tfds.core.DatasetBuilder) -> tf.data.Dataset:
+  return builder.as_dataset(split=split, shuffle_files=shuffle_files,
+                            read_config=tfds.ReadConfig(shuffle_seed=seed))
+
+
+def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR) -> seqio.Task:
+  """The SeqIO task ``name`` over ``data_dir``: prepared and registered on first call."""
+  if name not in SOURCES:
+    raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
+  builder = SOURCES[name](data_dir)
+  builder.download_and_prepare()  # A no-op once prepared; trains the vocabulary if missing.
+  if name in seqio.TaskRegistry.names():
+    task = seqio.TaskRegistry.get(name)
+    if task.source.dataset_fn.keywords["builder"].data_dir == builder.data_dir:
+      return task
+    seqio.TaskRegistry.remove(name)
+  vocabulary = seqio.SentencePieceVocabulary(str(builder.vocab_file))
+  return seqio.TaskRegistry.add(
+      name,
+      source=seqio.FunctionDataSource(
+          dataset_fn=functools.partial(_dataset_fn, builder=builder),
+          splits=list(builder.info.splits.keys())),
+      preprocessors=[join_turns, seqio.preprocessors.tokenize, keep_most_recent_inputs,
+                     seqio.preprocessors.append_eos_after_trim],
+      output_features={"inputs": seqio.Feature(vocabulary, add_eos=False),
+                       "targets": seqio.Feature(vocabulary, add_eos=True)})

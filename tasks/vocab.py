@@ -1,0 +1,72 @@
+"""SentencePiece BPE vocabularies trained from a source's train split.
+
+  python -m meena_tasks.vocab --source=reddit2015 --vocab_size=8000 --output=/tmp/reddit2015
+
+Ids follow SeqIO: 0 padding, 1 EOS, 2 unknown; byte fallback is on, so any text round-trips;
+the turn separator ``TURN_SEPARATOR`` is a user-defined piece (one id, never split). Training is
+deterministic: sentences are sampled by hash, not at random, and fed in a fixed order.
+"""
+import argparse
+import hashlib
+import io
+import pathlib
+from typing import Iterable
+
+import sentencepiece as spm
+
+TURN_SEPARATOR = "<turn>"
+MAX_TRAINING_SENTENCES = 1_000_000
+
+
+def _sampled(texts: Iterable[str], max_sentences: int, seed: int) -> list[str]:
+  """A deterministic sample of at most ``max_sentences`` texts: the smallest seeded hashes."""
+  keyed = sorted((hashlib.sha256(f"{seed}:{t}".encode()).digest()[:8], t)
+                 for t in set(texts) if t)
+  return [t for _, t in keyed[:max_sentences]]
+
+
+def train(texts: Iterable[str], model_path, vocab_size: int = 8000, seed: int = 0,
+          max_sentences: int = MAX_TRAINING_SENTENCES) -> pathlib.Path:
+  """Trains a BPE model on ``texts`` and writes ``model_path`` (``.model``) atomically."""
+  model_path = pathlib.Path(model_path)
+  sentences = _sampled(texts, max_sentences, seed)
+  if not sentences:
+    raise ValueError(f"no text to train the vocabulary {model_path} on")
+  model = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(sentences), model_writer=model, model_type="bpe",
+      vocab_size=vocab_size, byte_fallback=True, character_coverage=0.9995,
+      pad_id=0, eos_id=1, unk_id=2, bos_id=-1, user_defined_symbols=[TURN_SEPARATOR],
+      input_sentence_size=0, shuffle_input_sentence=False, num_threads=1,
+      max_sentence_length=8192, split_digits=True, normalization_rule_name="identity",
+      remove_extra_whitespaces=True, minloglevel=2)
+  model_path.parent.mkdir(parents=True, exist_ok=True)
+  partial = model_path.with_suffix(".partial")
+  partial.write_bytes(model.getvalue())
+  partial.replace(model_path)
+  return model_path
+
+
+def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0) -> pathlib.Path:
+  """The vocabulary at ``model_path``, trained from ``texts_fn()`` on first use."""
+  model_path = pathlib.Path(model_path)
+  if not model_path.exists():
+    train(texts_fn(), model_path, vocab_size, seed)
+  return model_path
+
+
+def main(argv=None):
+  from meena_tasks import builders  # Reads the sources; only the command line needs it.
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--source", required=True, choices=sorted(builders.TRAIN_TEXTS))
+  parser.add_argument("--vocab_size", type=int, default=8000)
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--output", required=True, help="model path prefix (writes .model)")
+  args = parser.parse_args(argv)
+  path = train(builders.TRAIN_TEXTS[args.source](), f"{args.output}.model", args.vocab_size,
+               args.seed)
+  print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+  main()
