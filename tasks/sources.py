@@ -105,15 +105,29 @@ def read_jsonl(path, skip_malformed: bool,
 
 # -------------------------------------------------------------------------------- Pushshift
 def _zst_lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
-  """(byte offset in the decompressed stream, line) of a Pushshift ``.zst`` file."""
+  """(byte offset in the decompressed stream, line) of a Pushshift ``.zst`` file.
+
+  Raises ``zstandard.ZstdError`` when the file ends inside a frame (a truncated download),
+  which a plain stream reader would take for a clean end.
+  """
   import zstandard
+  # Pushshift compresses with a 2 GiB window; the default decoder refuses that.
+  decompressor = zstandard.ZstdDecompressor(max_window_size=2 ** 31)
+  frame, pending, offset = None, b"", 0  # `frame` is None between frames.
   with open(path, "rb") as f:
-    # Pushshift compresses with a 2 GiB window; the default decoder refuses that.
-    reader = zstandard.ZstdDecompressor(max_window_size=2 ** 31).stream_reader(f)
-    offset = 0
-    for line in io.BufferedReader(reader, buffer_size=1 << 20):
-      yield offset, line
-      offset += len(line)
+    while chunk := f.read(1 << 20):
+      while chunk:
+        frame = frame or decompressor.decompressobj()
+        pending += frame.decompress(chunk)
+        chunk, frame = (frame.unused_data, None) if frame.eof else (b"", frame)
+      *lines, pending = pending.split(b"\n")
+      for line in lines:
+        yield offset, line
+        offset += len(line) + 1
+  if pending:
+    yield offset, pending
+  if frame is not None:
+    raise zstandard.ZstdError(f"stream ends inside a frame after {offset} decompressed bytes")
 
 
 def read_pushshift(path, skip_malformed: bool, stats: FilterStatistics,
