@@ -124,10 +124,10 @@ def _zst_lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
       for line in lines:
         yield offset, line
         offset += len(line) + 1
+  if frame is not None:  # The partial last line belongs to the truncation, not to the data.
+    raise zstandard.ZstdError(f"stream ends inside a frame after {offset} decompressed bytes")
   if pending:
     yield offset, pending
-  if frame is not None:
-    raise zstandard.ZstdError(f"stream ends inside a frame after {offset} decompressed bytes")
 
 
 def read_pushshift(path, skip_malformed: bool, stats: FilterStatistics,
