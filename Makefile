@@ -18,7 +18,7 @@ $(STAMP): setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 tests
+	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 demo: $(STAMP)
 	$(PY) -m meena_jax.summary --gin_file=gin/models/meena_et_2.6b.gin

@@ -3,8 +3,8 @@
   task = meena_tasks.get_task("chitchat", data_dir="~/tensorflow_datasets")
   ds = task.get_dataset({"inputs": 128, "targets": 128}, split="train", shuffle=True, seed=0)
 
-``get_task`` prepares the TFDS builder (and so its vocabulary) on first use, then registers the
-task once. Each example: context turns joined with the ``<turn>`` piece -> ``inputs`` (the most
+``get_task`` prepares the TFDS builder (and so its vocabulary) on first use, then (re)registers
+the task over that data directory. Each example: context turns joined with the ``<turn>`` piece -> ``inputs`` (the most
 recent ``inputs`` tokens kept, no EOS); response -> ``targets`` (trimmed, EOS appended).
 ``seqio.EncDecFeatureConverter`` then packs training batches or pads eval batches.
 """
@@ -56,10 +56,7 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR) -> seqio.Task:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
   builder = SOURCES[name](data_dir)
   builder.download_and_prepare()  # A no-op once prepared; trains the vocabulary if missing.
-  if name in seqio.TaskRegistry.names():
-    task = seqio.TaskRegistry.get(name)
-    if task.source.dataset_fn.keywords["builder"].data_dir == builder.data_dir:
-      return task
+  if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
     seqio.TaskRegistry.remove(name)
   vocabulary = seqio.SentencePieceVocabulary(str(builder.vocab_file))
   return seqio.TaskRegistry.add(
