@@ -31,11 +31,16 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Meena filters, subtree removal, up to 7 context turns."}
 
-  def __init__(self, *, vocab_size: Optional[int] = None, skip_malformed: bool = False,
-               **kwargs):
+  def __init__(self, *, vocab_size: Optional[int] = None, vocab_file: Optional[str] = None,
+               skip_malformed: bool = False, **kwargs):
+    """``vocab_file``: an existing SentencePiece model to count subwords with (e.g. to share
+    reddit2015's between Reddit sources); by default the source's own, trained if missing."""
     super().__init__(**kwargs)
     self.vocab_size = vocab_size or DEFAULT_VOCAB_SIZES.get(self.source_name, 8000)
     self.skip_malformed = skip_malformed
+    self._vocab_file = pathlib.Path(vocab_file) if vocab_file else None
+    if self._vocab_file and not self._vocab_file.is_file():
+      raise FileNotFoundError(f"{self.name}: vocab_file {vocab_file} does not exist")
 
   @property
   def source_name(self) -> str:
@@ -43,7 +48,8 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
 
   @property
   def vocab_file(self) -> pathlib.Path:
-    return vocab_path(self._data_dir_root, self.source_name, self.vocab_size)
+    return self._vocab_file or vocab_path(self._data_dir_root, self.source_name,
+                                          self.vocab_size)
 
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
@@ -85,7 +91,12 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                                                 split_stats)
       examples[split] = conversations.make_examples(survivors, split_stats)
     self._write_statistics(stats)
-    return {split: self._generate_examples(exs) for split, exs in examples.items()}
+    if not any(examples.values()):
+      raise ValueError(f"{self.name}: no example survived the filters; see "
+                       f"{pathlib.Path(self.data_dir) / 'filter_statistics.json'}")
+    # TFDS refuses an empty split (a small Pushshift sample may hash none into `test`); such a
+    # split is left out, and its statistics still say why.
+    return {split: self._generate_examples(exs) for split, exs in examples.items() if exs}
 
   def _write_statistics(self, stats: dict):
     path = pathlib.Path(self.data_dir) / "filter_statistics.json"

@@ -18,10 +18,11 @@ import tensorflow_datasets as tfds
 from meena_tasks import builders, vocab
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
-SOURCES = {
-    "chitchat": lambda data_dir: builders.Chitchat(data_dir=data_dir),
-    "reddit2015": lambda data_dir: builders.ConversationsJsonl(config="reddit2015",
-                                                               data_dir=data_dir),
+SOURCES = {  # Task name -> its TFDS builder; keyword arguments reach the builder.
+    "chitchat": builders.Chitchat,
+    "reddit2015": functools.partial(builders.ConversationsJsonl, config="reddit2015"),
+    # Needs config=builders.PushshiftConfig(name=..., comment_files=(...), ...).
+    "pushshift_reddit": builders.PushshiftReddit,
 }
 
 
@@ -50,11 +51,15 @@ def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
                             read_config=tfds.ReadConfig(shuffle_seed=seed))
 
 
-def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR) -> seqio.Task:
-  """The SeqIO task ``name`` over ``data_dir``: prepared and registered on first call."""
+def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR, **builder_kwargs) -> seqio.Task:
+  """The SeqIO task ``name`` over ``data_dir``, its builder prepared first (a no-op once done).
+
+  ``builder_kwargs`` go to the TFDS builder: ``config`` (Pushshift files), ``vocab_file``,
+  ``vocab_size``, ``skip_malformed``.
+  """
   if name not in SOURCES:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
-  builder = SOURCES[name](data_dir)
+  builder = SOURCES[name](data_dir=data_dir, **builder_kwargs)
   builder.download_and_prepare()  # A no-op once prepared; trains the vocabulary if missing.
   if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
     seqio.TaskRegistry.remove(name)
@@ -68,3 +73,16 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR) -> seqio.Task:
                      seqio.preprocessors.append_eos_after_trim],
       output_features={"inputs": seqio.Feature(vocabulary, add_eos=False),
                        "targets": seqio.Feature(vocabulary, add_eos=True)})
+
+
+def get_reddit_mixture(pushshift_config: builders.PushshiftConfig,
+                       data_dir: str = DEFAULT_DATA_DIR) -> seqio.Mixture:
+  """``reddit``: reddit2015 and Pushshift dumps in proportion to their examples, both read
+  with reddit2015's vocabulary (a mixture needs one)."""
+  get_task("reddit2015", data_dir)
+  get_task("pushshift_reddit", data_dir, config=pushshift_config,
+           vocab_file=str(SOURCES["reddit2015"](data_dir=data_dir).vocab_file))
+  if "reddit" in seqio.MixtureRegistry.names():
+    seqio.MixtureRegistry.remove("reddit")
+  return seqio.MixtureRegistry.add("reddit", ["reddit2015", "pushshift_reddit"],
+                                   default_rate=seqio.mixing_rate_num_examples)

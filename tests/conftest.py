@@ -14,9 +14,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
+
+tfds.disable_progress_bar()  # Progress bars would fill the captured output of every test.
 
 # d_model 32 with 4 heads: the ET decoder's parallel self-attention gets 8 heads of width 4.
 TINY = ModelConfig(vocab_size=61, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,

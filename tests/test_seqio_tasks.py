@@ -25,7 +25,7 @@ def task(data_dir):
 
 @pytest.fixture(scope="module")
 def builder(task, data_dir):
-  return seqio_tasks.SOURCES["chitchat"](data_dir)
+  return seqio_tasks.SOURCES["chitchat"](data_dir=data_dir)
 
 
 def test_builder_writes_three_splits_and_statistics(builder):
@@ -119,3 +119,21 @@ def test_eval_batches_are_padded_not_packed(task):
 def test_unknown_task_is_refused_by_name(tmp_path):
   with pytest.raises(ValueError, match="unknown task 'chitchatt'"):
     seqio_tasks.get_task("chitchatt", str(tmp_path))
+
+
+def test_pushshift_task_reads_fixture_dumps_with_a_shared_vocabulary(tmp_path, builder):
+  from tests.test_sources import PUSHSHIFT_COMMENTS, write_zst
+  comments = write_zst(tmp_path / "RC_2015-01.zst", PUSHSHIFT_COMMENTS)
+  config = builders.PushshiftConfig(name="fixture", comment_files=(str(comments),))
+  task = seqio_tasks.get_task("pushshift_reddit", str(tmp_path / "tfds"), config=config,
+                              vocab_file=str(builder.vocab_file))
+  pushshift = seqio_tasks.SOURCES["pushshift_reddit"](data_dir=str(tmp_path / "tfds"),
+                                                       config=config)
+  stats = builders.statistics(pushshift)
+  assert sum(s["examples_out"] for s in stats.values()) == 2  # b <- a, c <- b (a is a root).
+  assert sum(s["removed"]["url"] for s in stats.values()) == 1
+  examples = [ex for split in pushshift.info.splits
+              for ex in task.get_dataset(None, split=split, shuffle=False)]
+  assert sorted(ex["targets_pretokenized"].numpy().decode() for ex in examples) == [
+      "Oh I have heard good things about that one",
+      "Probably the new one about the history of maps"]
