@@ -137,3 +137,17 @@ def test_pushshift_task_reads_fixture_dumps_with_a_shared_vocabulary(tmp_path, b
   assert sorted(ex["targets_pretokenized"].numpy().decode() for ex in examples) == [
       "Oh I have heard good things about that one",
       "Probably the new one about the history of maps"]
+
+
+def test_shuffling_is_deterministic_for_a_seed(task):
+  lengths = {"inputs": 32, "targets": 16}
+  first = lambda seed: [ex["id"].numpy() for ex in task.get_dataset(
+      lengths, split="validation", shuffle=True, seed=seed).take(20)]
+  assert first(7) == first(7)
+  assert first(7) != first(8)
+
+
+def test_vocab_command_trains_a_source_vocabulary(tmp_path):
+  vocab.main(["--source=chitchat", "--vocab_size=500", f"--output={tmp_path / 'cc'}"])
+  sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "cc.model"))
+  assert sp.get_piece_size() == 500 and sp.eos_id() == 1
