@@ -1,0 +1,119 @@
+"""The device mesh and the logical-axis rules: where every parameter, optimizer slot and batch
+lives.
+
+Model code names axes (``layers.py``); this module alone maps names to mesh axes. The train
+state is born sharded: its shapes are evaluated, logical names become ``NamedSharding``s, and the
+init is jitted with those output shardings, so no full-size array ever sits on one device.
+"""
+from typing import Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# (logical name, mesh axis or None). Names listed with None are replicated on purpose.
+LOGICAL_AXIS_RULES = (
+    # Activations.
+    ("batch", "data"),
+    ("length", None),
+    # Weights: the wide dimensions split over `model`, the residual stream replicated.
+    ("embed", None),
+    ("mlp", "model"),
+    ("heads", "model"),
+    ("kv", None),
+    ("vocab", "model"),
+    # Convolutions: output channels split like a dense layer's; taps and inputs replicated.
+    ("conv_width", None),
+    ("conv_in", None),
+    ("conv_out", "model"),
+)
+MESH_AXES = ("data", "model")
+
+
+def make_mesh(data: int = -1, model: int = 1,
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A ``(data, model)`` mesh over all devices; one size may be -1 (whatever remains)."""
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = [data, model]
+  if sizes.count(-1) > 1:
+    raise ValueError(f"mesh data={data} model={model}: at most one axis may be -1")
+  if -1 in sizes:
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if known < 1 or len(devices) % known:
+      raise ValueError(f"mesh data={data} model={model}: {len(devices)} devices do not divide "
+                       f"by {known}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if int(np.prod(sizes)) != len(devices):
+    raise ValueError(f"mesh data={sizes[0]} x model={sizes[1]} = {int(np.prod(sizes))} "
+                     f"devices, but {len(devices)} are available")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+
+
+def logical_to_sharding(names: Sequence[Optional[str]], mesh: Mesh,
+                        rules=LOGICAL_AXIS_RULES, where: str = "") -> NamedSharding:
+  """``("embed", "mlp")`` -> ``NamedSharding(mesh, P(None, "model"))``, naming the culprit."""
+  table = dict(rules)
+  spec = []
+  for name in names:
+    if name is not None and name not in table:
+      raise ValueError(f"{where or 'array'}: logical axis {name!r} has no rule in "
+                       f"{sorted(table)}")
+    spec.append(table.get(name) if name else None)
+  return NamedSharding(mesh, P(*spec))
+
+
+def param_shardings(boxed_params, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  """Shardings of a tree of ``nn.LogicallyPartitioned`` leaves (from ``eval_shape`` of init)."""
+  def one(path, leaf):
+    if not isinstance(leaf, nn.LogicallyPartitioned):
+      raise ValueError(f"parameter {jax.tree_util.keystr(path)} has no logical axis names")
+    return logical_to_sharding(leaf.names, mesh, rules, jax.tree_util.keystr(path))
+  return jax.tree_util.tree_map_with_path(
+      one, boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def slot_shardings(opt_state_shapes, params_shapes, shardings, mesh: Mesh):
+  """Shardings of optimizer state from the parameters they belong to.
+
+  A slot with its parameter's shape takes its sharding; a factored Adafactor slot (the
+  parameter's shape less one dimension) takes it less that dimension; anything else (step
+  counts, placeholder ``(1,)`` slots) is replicated.
+  """
+  by_path = {}
+  for (path, shape), sharding in zip(
+      jax.tree_util.tree_leaves_with_path(params_shapes),
+      jax.tree_util.tree_leaves(shardings)):
+    by_path[tuple(_key(k) for k in path)] = (shape.shape, sharding.spec)
+
+  def one(path, leaf):
+    keys = tuple(_key(k) for k in path)
+    for n in range(len(keys)):
+      if keys[n:] in by_path:
+        shape, spec = by_path[keys[n:]]
+        spec = tuple(spec) + (None,) * (len(shape) - len(spec))
+        if leaf.shape == shape:
+          return NamedSharding(mesh, P(*spec))
+        for dropped in range(len(shape)):
+          if leaf.shape == shape[:dropped] + shape[dropped + 1:]:
+            return NamedSharding(mesh, P(*(spec[:dropped] + spec[dropped + 1:])))
+        break
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(one, opt_state_shapes)
+
+
+def _key(entry) -> str:
+  for attribute in ("key", "name", "idx"):
+    if hasattr(entry, attribute):
+      return str(getattr(entry, attribute))
+  return str(entry)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  """Batches split along ``data`` on their leading axis."""
+  return NamedSharding(mesh, P("data"))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())

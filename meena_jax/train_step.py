@@ -1,0 +1,123 @@
+"""One gradient step: the train state, Meena's Adafactor schedule, and ``train_step``.
+
+Input: a feature-converter batch (``model.py`` lists its keys) already placed on the mesh.
+Output: the next ``TrainState`` and a flat dict of sums (loss, tokens) and norms, so metrics over
+many steps are summed and divided once. ``train.py`` jits ``train_step`` with explicit shardings.
+"""
+import functools
+from typing import Any
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+from meena_jax import partitioning
+from meena_jax.model import Seq2Seq, loss_fn, model_inputs
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a resumed run needs besides the data position; dropout keys derive from the
+  seed and ``step``, so no rng is stored."""
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+def meena_schedule(base_learning_rate: float = 0.01, constant_steps: int = 10_000):
+  """``base`` for the first ``constant_steps``, then ``base * sqrt(constant_steps / step)``."""
+  def schedule(step):
+    step = jnp.maximum(step.astype(jnp.float32), 1.0)
+    return base_learning_rate * jnp.sqrt(constant_steps / jnp.maximum(step, constant_steps))
+  return schedule
+
+
+def make_optimizer(base_learning_rate: float = 0.01,
+                   constant_steps: int = 10_000) -> optax.GradientTransformation:
+  """optax Adafactor (factored second moments, update clipping 1.0, parameter-scaled steps)
+  on Meena's learning-rate schedule."""
+  return optax.adafactor(learning_rate=meena_schedule(base_learning_rate, constant_steps))
+
+
+def init_state(model: Seq2Seq, optimizer: optax.GradientTransformation, rng,
+               example_batch: dict) -> TrainState:
+  """A fresh state, boxed parameters unboxed (call under ``jax.jit`` with out shardings)."""
+  params = nn.unbox(model.init(rng, **model_inputs(example_batch))["params"])
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=optimizer.init(params))
+
+
+def _loss_and_grads(model: Seq2Seq, params, batch: dict, key):
+  """(summed NLL, token count) and the gradient of the *sum*, for exact accumulation."""
+  def summed_loss(params):
+    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+      logits = model.apply({"params": params}, **model_inputs(batch), deterministic=False,
+                           rngs={"dropout": key})
+    return loss_fn(logits, batch["decoder_target_tokens"], batch.get("decoder_loss_weights"))
+  (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params)
+  return total, count, grads
+
+
+def train_step(state: TrainState, batch: dict, base_key, *, model: Seq2Seq,
+               optimizer: optax.GradientTransformation, num_microbatches: int = 1):
+  """Loss -> gradients (optionally accumulated over microbatches) -> Adafactor -> new state.
+
+  The loss is token-weighted over the whole batch: gradients of the summed NLL are added over
+  microbatches and divided by the batch's token count once, so accumulation equals one big
+  batch (dropout aside). Dropout keys are ``base_key`` folded with the step (and microbatch).
+  """
+  key = jax.random.fold_in(base_key, state.step)
+  if num_microbatches == 1:
+    total, count, grad_sum = _loss_and_grads(model, state.params, batch, key)
+  else:
+    micro = jax.tree_util.tree_map(
+        lambda x: x.reshape((num_microbatches, x.shape[0] // num_microbatches) + x.shape[1:]),
+        batch)
+
+    def accumulate(carry, inputs):
+      index, microbatch = inputs
+      t, c, g = _loss_and_grads(model, state.params, microbatch, jax.random.fold_in(key, index))
+      return jax.tree_util.tree_map(jnp.add, carry, (t, c, g)), None
+
+    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree_util.tree_map(jnp.zeros_like, state.params))
+    (total, count, grad_sum), _ = jax.lax.scan(
+        accumulate, zeros, (jnp.arange(num_microbatches), micro))
+  denominator = jnp.maximum(count, 1.0)
+  grads = jax.tree_util.tree_map(lambda g: g / denominator, grad_sum)
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"loss_sum": total, "token_count": count,
+             "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
+             "update_norm": optax.global_norm(updates)}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def jit_train_step(model: Seq2Seq, optimizer: optax.GradientTransformation, state_shardings,
+                   batch_sharding, num_microbatches: int = 1):
+  """``train_step`` jitted with explicit shardings and the old state donated."""
+  step = functools.partial(train_step, model=model, optimizer=optimizer,
+                           num_microbatches=num_microbatches)
+  replicated = partitioning.replicated(batch_sharding.mesh)
+  return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated),
+                 out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def create_state(model: Seq2Seq, optimizer: optax.GradientTransformation, rng,
+                 example_batch: dict, mesh):
+  """(state, state shardings): the state born sharded on ``mesh``.
+
+  Shapes first (``eval_shape``), then logical names -> shardings for parameters and the
+  Adafactor slots that follow them, then the init jitted with those output shardings.
+  """
+  init = functools.partial(init_state, model, optimizer)
+  boxed = jax.eval_shape(lambda r: model.init(r, **model_inputs(example_batch)), rng)["params"]
+  params_sharding = partitioning.param_shardings(boxed, mesh)
+  abstract = jax.eval_shape(init, rng, example_batch)
+  shardings = TrainState(
+      step=partitioning.replicated(mesh), params=params_sharding,
+      opt_state=partitioning.slot_shardings(abstract.opt_state, abstract.params,
+                                            params_sharding, mesh))
+  state = jax.jit(init, out_shardings=shardings)(rng, example_batch)
+  return state, shardings
