@@ -76,13 +76,18 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR, **builder_kwargs) -> s
 
 
 def get_reddit_mixture(pushshift_config: builders.PushshiftConfig,
-                       data_dir: str = DEFAULT_DATA_DIR) -> seqio.Mixture:
+                       data_dir: str = DEFAULT_DATA_DIR, **reddit2015_kwargs) -> seqio.Mixture:
   """``reddit``: reddit2015 and Pushshift dumps in proportion to their examples, both read
-  with reddit2015's vocabulary (a mixture needs one)."""
-  get_task("reddit2015", data_dir)
-  get_task("pushshift_reddit", data_dir, config=pushshift_config,
-           vocab_file=str(SOURCES["reddit2015"](data_dir=data_dir).vocab_file))
+  with reddit2015's vocabulary (a mixture needs one). ``reddit2015_kwargs`` go to its builder."""
+  get_task("reddit2015", data_dir, **reddit2015_kwargs)
+  reddit2015 = SOURCES["reddit2015"](data_dir=data_dir, **reddit2015_kwargs)  # Now prepared.
+  pushshift_kwargs = dict(config=pushshift_config, vocab_file=str(reddit2015.vocab_file))
+  get_task("pushshift_reddit", data_dir, **pushshift_kwargs)
+  pushshift = SOURCES["pushshift_reddit"](data_dir=data_dir, **pushshift_kwargs)
+  # Rates are train-example counts (FunctionDataSource cannot count them for SeqIO).
+  rates = [(name, builder.info.splits["train"].num_examples if "train" in builder.info.splits
+            else 0) for name, builder in (("reddit2015", reddit2015),
+                                          ("pushshift_reddit", pushshift))]
   if "reddit" in seqio.MixtureRegistry.names():
     seqio.MixtureRegistry.remove("reddit")
-  return seqio.MixtureRegistry.add("reddit", ["reddit2015", "pushshift_reddit"],
-                                   default_rate=seqio.mixing_rate_num_examples)
+  return seqio.MixtureRegistry.add("reddit", rates)

@@ -1,5 +1,7 @@
 """The chitchat TFDS builder, its vocabulary and its SeqIO task, prepared once for this module
 (~30 s on 2 cores; pinned to one xdist worker by the group mark)."""
+import functools
+import json
 import re
 
 import numpy as np
@@ -151,3 +153,24 @@ def test_vocab_command_trains_a_source_vocabulary(tmp_path):
   vocab.main(["--source=chitchat", "--vocab_size=500", f"--output={tmp_path / 'cc'}"])
   sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "cc.model"))
   assert sp.get_piece_size() == 500 and sp.eos_id() == 1
+
+
+def test_reddit_mixture_reads_both_sources_with_one_vocabulary(tmp_path, builder, monkeypatch):
+  from tests.test_sources import PUSHSHIFT_COMMENTS, write_jsonl, write_zst
+  turns = ["Which team do you think wins the cup this year?",
+           "Honestly I think the underdogs have a real shot",
+           "Their defence has been great all season long"]
+  files = {split: [str(write_jsonl(tmp_path / f"{split}.jsonl", [
+      json.dumps({"id": f"{split}/{i}", "turns": turns}) for i in range(3)]))]
+           for split in ("train", "validation")}
+  monkeypatch.setitem(seqio_tasks.SOURCES, "reddit2015", functools.partial(
+      builders.ConversationsJsonl, config=builders.JsonlConfig(name="mini", files=files)))
+  comments = write_zst(tmp_path / "RC_2015-01.zst", PUSHSHIFT_COMMENTS)
+  mixture = seqio_tasks.get_reddit_mixture(
+      builders.PushshiftConfig(name="mixture_fixture", comment_files=(str(comments),)),
+      str(tmp_path / "tfds"), vocab_file=str(builder.vocab_file))
+  assert sorted(t.name for t in mixture.tasks) == ["pushshift_reddit", "reddit2015"]
+  vocabularies = {t.output_features["targets"].vocabulary.sentencepiece_model_file
+                  for t in mixture.tasks}
+  assert vocabularies == {str(builder.vocab_file)}
+  assert mixture.get_rate(seqio.TaskRegistry.get("reddit2015")) == 6  # 3 x 2 replies.
