@@ -89,8 +89,8 @@ def train_step(state: TrainState, batch: dict, base_key, *, model: Seq2Seq,
   updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics = {"loss_sum": total, "token_count": count,
-             "grad_norm": optax.global_norm(grads), "param_norm": optax.global_norm(params),
-             "update_norm": optax.global_norm(updates)}
+             "grad_norm": optax.tree.norm(grads), "param_norm": optax.tree.norm(params),
+             "update_norm": optax.tree.norm(updates)}
   return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
 
