@@ -20,6 +20,11 @@ $(STAMP): setup.py
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
+# The demo resumes from its last checkpoint: `rm -rf runs/demo` to start over.
+DEMO_DIR ?= runs/demo
+DEMO_STEPS ?= 300
+
 demo: $(STAMP)
 	$(PY) -m meena_jax.summary --gin_file=gin/models/meena_et_2.6b.gin
-	$(PY) -m meena_jax.summary --gin_file=gin/models/et_tiny.gin --forward
+	$(PY) -m meena_jax.train --gin_file=gin/runs/et_tiny_chitchat.gin \
+	    --gin.MODEL_DIR=$(DEMO_DIR) --gin.TRAIN_STEPS=$(DEMO_STEPS)

@@ -11,17 +11,22 @@ repository root, then any ``--gin_search_path``.
 """
 import argparse
 import ast
+import logging
 import pathlib
 from typing import Sequence
 
 import gin
 
-from meena_jax import config
+from meena_jax import config, train
+from meena_tasks import seqio_tasks
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-# The gin name of every configurable is its class name: bindings read `ModelConfig.d_model`.
+# The gin name of every configurable is its own name: bindings read `ModelConfig.d_model`,
+# `train.batch_size`, `get_task.name`.
 ModelConfig = gin.external_configurable(config.ModelConfig, name="ModelConfig")
+get_task = gin.external_configurable(seqio_tasks.get_task, name="get_task")
+train_fn = gin.external_configurable(train.train, name="train")
 
 
 def _binding(text: str) -> str:
@@ -58,10 +63,47 @@ def parse_args(argv: Sequence[str], description: str, parser: argparse.ArgumentP
                [pathlib.Path(), REPO_ROOT, *map(pathlib.Path, args.gin_search_path)]):
       raise SystemExit(f"--gin_file={gin_file}: no such file (looked in {pathlib.Path.cwd()}, "
                        f"{REPO_ROOT} and the --gin_search_path directories)")
-  gin.parse_config_files_and_bindings(args.gin_file, [_binding(b) for b in gin_bindings])
+  # gin logs an ERROR for every search path an include is not under before it finds it; a
+  # file found nowhere still raises, naming it.
+  logging.disable(logging.ERROR)
+  try:
+    gin.parse_config_files_and_bindings(args.gin_file, [_binding(b) for b in gin_bindings])
+  finally:
+    logging.disable(logging.NOTSET)
   return args
 
 
 def model_config() -> config.ModelConfig:
   """The ``ModelConfig`` the parsed gin files describe (their errors name the binding)."""
   return ModelConfig()
+
+
+def configured_train():
+  """Runs the gin-bound ``train``; the parsed and the operative configs go to ``MODEL_DIR``."""
+  model_dir = _value("train.model_dir")
+  if not isinstance(model_dir, str):
+    raise SystemExit("train.model_dir (the MODEL_DIR macro) is required: pass "
+                     "--gin.MODEL_DIR=/path/to/run")
+  model_dir = pathlib.Path(model_dir).expanduser()
+  model_dir.mkdir(parents=True, exist_ok=True)
+  (model_dir / "config.gin").write_text(gin.config_str())
+  try:
+    return train_fn()
+  finally:
+    (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+
+
+def _value(binding: str):
+  """A binding's value with macros resolved (None when unbound or still REQUIRED)."""
+  try:
+    value = gin.query_parameter(binding)
+  except ValueError:
+    return None
+  while isinstance(value, gin.config.ConfigurableReference):
+    if value.configurable.name != "macro":
+      return value
+    try:
+      value = value.scoped_configurable_fn()
+    except Exception:  # pylint: disable=broad-except  # gin.REQUIRED raises on evaluation.
+      return None
+  return value

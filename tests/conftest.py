@@ -2,6 +2,7 @@
 import dataclasses
 import functools
 import os
+import tempfile
 
 # XLA's CPU backend spends most of a test's time compiling; LLVM optimisation level 0 cuts that
 # by ~40% on 2 cores and changes no test's tolerance. Set before jax is imported.
@@ -20,6 +21,11 @@ from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 
 tfds.disable_progress_bar()  # Progress bars would fill the captured output of every test.
+# Tests build the same small programs many times (every train() call compiles its step): a
+# persistent compilation cache shared by the xdist workers turns repeats into disk reads.
+jax.config.update("jax_compilation_cache_dir",
+                  os.path.join(tempfile.gettempdir(), "meena_jax_test_compile_cache"))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 # d_model 32 with 4 heads: the ET decoder's parallel self-attention gets 8 heads of width 4.
 TINY = ModelConfig(vocab_size=61, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,
@@ -47,3 +53,13 @@ def init_params(cfg: ModelConfig, seed: int = 0):
   tokens = jnp.ones((1, 4), jnp.int32)
   variables = jax.jit(Seq2Seq(cfg).init)(jax.random.key(seed), tokens, tokens)
   return nn.unbox(variables)["params"]
+
+
+@pytest.fixture(scope="session")
+def chitchat_dir(tmp_path_factory) -> str:
+  """A data directory with chitchat prepared (~30 s). Modules using it carry
+  ``pytest.mark.xdist_group("chitchat")`` so one worker prepares it once."""
+  from meena_tasks import seqio_tasks
+  data_dir = str(tmp_path_factory.mktemp("tfds"))
+  seqio_tasks.get_task("chitchat", data_dir)
+  return data_dir

@@ -16,8 +16,8 @@ pytestmark = pytest.mark.xdist_group("chitchat")
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-  return str(tmp_path_factory.mktemp("tfds"))
+def data_dir(chitchat_dir):
+  return chitchat_dir
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,188 @@
+"""The main job: train a Meena model on a SeqIO task, checkpointing and logging as it goes.
+
+  python -m meena_jax.train --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=/tmp/run
+
+``train()`` takes plain keyword arguments (tests call it directly); gin binds them only in
+``main``. The file reads in the order the run happens: mesh, data, state, restore, loop.
+"""
+import dataclasses
+import json
+import logging
+import math
+import pathlib
+import sys
+import time
+from typing import Optional
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import tqdm
+
+from meena_jax import input_pipeline, partitioning, train_step
+from meena_jax.config import ModelConfig
+from meena_jax.model import Seq2Seq
+
+log = logging.getLogger("meena_jax.train")
+
+
+class NonFiniteLossError(RuntimeError):
+  """The loss or gradient norm stopped being finite; the message names the step range."""
+
+
+def checkpoint_manager(model_dir, keep: int) -> ocp.CheckpointManager:
+  """Named items per step: ``state`` (the TrainState) and ``data`` (the input position)."""
+  return ocp.CheckpointManager(
+      pathlib.Path(model_dir).resolve() / "checkpoints",
+      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+      item_names=("state", "data"))
+
+
+def restore_latest(manager: ocp.CheckpointManager, abstract_state):
+  """(state, data item) of the newest readable checkpoint, or None; a corrupt or half-written
+  checkpoint is reported and the one before it is used."""
+  for step in sorted(manager.all_steps(), reverse=True):
+    try:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+      return restored["state"], restored["data"]
+    except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds.
+      log.warning("checkpoint at step %d is unreadable (%s: %s); trying the one before",
+                  step, type(error).__name__, error)
+  return None
+
+
+@dataclasses.dataclass
+class _Window:
+  """Metric sums since the last log line (device arrays until fetched); wall time includes
+  input, so tokens/s is what the run achieves."""
+  first_step: int
+  started: float = dataclasses.field(default_factory=time.perf_counter)
+  sums: Optional[dict] = None
+  steps: int = 0
+
+
+def _fetch(window: _Window) -> dict:
+  sums = {k: float(v) for k, v in jax.device_get(window.sums).items()}
+  if not all(math.isfinite(v) for v in sums.values()):
+    raise NonFiniteLossError(
+        f"loss or gradient became non-finite between steps {window.first_step + 1} and "
+        f"{window.first_step + window.steps}: {sums}")
+  return sums
+
+
+def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
+          input_length: int, target_length: int, train_steps: int,
+          learning_rate: float = 0.01, constant_steps: int = 10_000, num_microbatches: int = 1,
+          seed: int = 0, mesh_data: int = -1, mesh_model: int = 1, log_every: int = 10,
+          checkpoint_every: int = 200, keep_checkpoints: int = 3,
+          peak_flops_per_device: Optional[float] = None, progress: bool = True) -> list[dict]:
+  """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
+
+  Resumes from the newest checkpoint in ``model_dir``. Returns the logged metric records,
+  which also go to ``model_dir/metrics.jsonl`` (one JSON object a line) and TensorBoard.
+  """
+  model_dir = pathlib.Path(model_dir)
+  model_dir.mkdir(parents=True, exist_ok=True)
+
+  # --- Mesh.
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
+           jax.process_count())
+
+  # --- Model, optimizer and the state, born sharded.
+  model = Seq2Seq(model_config)
+  optimizer = train_step.make_optimizer(learning_rate, constant_steps)
+  schedule = train_step.meena_schedule(learning_rate, constant_steps)
+  example = next(input_pipeline.host_batches(
+      task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
+      seed=seed, repeat=True))
+  state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
+                                             mesh)
+
+  # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) from scratch.
+  manager = checkpoint_manager(model_dir, keep_checkpoints)
+  restored = restore_latest(manager, jax.tree_util.tree_map(
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
+  if restored is not None:
+    state, data_position = restored
+    log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
+  start_step = int(state.step)
+
+  # --- Data, continued where the checkpoint left it.
+  batches = input_pipeline.host_batches(
+      task, "train", batch_size, input_length, target_length, pack=True, shuffle=True,
+      seed=seed, repeat=True, skip_batches=start_step)
+
+  # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
+  step_fn = train_step.jit_train_step(model, optimizer, shardings,
+                                      partitioning.batch_sharding(mesh), num_microbatches)
+  base_key = jax.random.key(seed + 1)
+  compiled = step_fn.lower(state, input_pipeline.to_global(example, mesh), base_key).compile()
+  flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+
+  # --- Loop.
+  records, window = [], _Window(start_step)
+  metrics_file = open(model_dir / "metrics.jsonl", "a")  # pylint: disable=consider-using-with
+  bar = tqdm.tqdm(total=train_steps, initial=start_step, disable=not progress,
+                  desc="train", unit="step", dynamic_ncols=True)
+  try:
+    for step in range(start_step + 1, train_steps + 1):
+      batch = input_pipeline.to_global(next(batches), mesh)
+      state, metrics = compiled(state, batch, base_key)
+      window.sums = metrics if window.sums is None else jax.tree_util.tree_map(
+          lambda a, b: a + b, window.sums, metrics)
+      window.steps += 1
+      is_checkpoint = step % checkpoint_every == 0 or step == train_steps
+      if step % log_every == 0 or is_checkpoint:
+        sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
+        record = _record(step, sums, window, schedule, flops_per_step, mesh.size,
+                         peak_flops_per_device)
+        records.append(record)
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        window = _Window(step)
+      if is_checkpoint:
+        manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave({"batches": step, "seed": seed})))
+      bar.update(1)
+  finally:
+    bar.close()
+    metrics_file.close()
+    manager.wait_until_finished()
+  return records
+
+
+def _record(step, sums, window, schedule, flops_per_step, devices, peak_flops) -> dict:
+  """One log line: loss and perplexity are token-weighted over the window's steps."""
+  loss = sums["loss_sum"] / max(sums["token_count"], 1.0)
+  seconds = time.perf_counter() - window.started
+  seconds_per_step = seconds / window.steps
+  record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+            "learning_rate": float(schedule(np.int32(step))),
+            "tokens_per_s": sums["token_count"] / seconds,
+            "step_s": seconds_per_step,
+            "grad_norm": sums["grad_norm"] / window.steps,
+            "param_norm": sums["param_norm"] / window.steps,
+            "tflops_per_device": flops_per_step / seconds_per_step / 1e12}
+  if peak_flops:
+    record["mfu"] = flops_per_step / seconds_per_step / peak_flops
+  del devices  # XLA's count is per device already (the program one device runs).
+  return record
+
+
+def main(argv=None):
+  """Parses gin flags, writes the operative config to MODEL_DIR, and trains."""
+  from meena_jax import cli  # gin stays at the edge.
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__)
+  records = cli.configured_train()
+  if records:
+    last = records[-1]
+    print(f"step {last['step']}: loss {last['loss']:.3f}, perplexity {last['perplexity']:.1f}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,47 @@
+"""The training loop on chitchat: metrics, checkpoints, and a resume that continues exactly."""
+import dataclasses
+import json
+
+import pytest
+
+from meena_jax import train
+from meena_tasks import seqio_tasks
+from tests.conftest import TINY
+
+pytestmark = pytest.mark.xdist_group("chitchat")
+CFG = dataclasses.replace(TINY, vocab_size=4000)
+
+
+def run(task, model_dir, steps, **overrides):
+  kwargs = dict(model_config=CFG, task=task, model_dir=str(model_dir), batch_size=4,
+                input_length=32, target_length=16, train_steps=steps, log_every=1,
+                checkpoint_every=2, progress=False)
+  return train.train(**{**kwargs, **overrides})
+
+
+def test_resumed_run_continues_exactly_where_it_stopped(chitchat_dir, tmp_path):
+  task = seqio_tasks.get_task("chitchat", chitchat_dir)
+  straight = run(task, tmp_path / "straight", 6)
+  first = run(task, tmp_path / "resumed", 4)
+  second = run(task, tmp_path / "resumed", 6)  # Restores step 4, then trains 5 and 6.
+  assert [r["step"] for r in first + second] == list(range(1, 7))
+  assert [r["loss"] for r in first + second] == [r["loss"] for r in straight]  # Bit for bit.
+  assert straight[-1]["loss"] < straight[0]["loss"]
+  lines = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == list(range(1, 7))
+  record = json.loads(lines[-1])
+  for key in ("loss", "perplexity", "learning_rate", "tokens_per_s", "step_s",
+              "tflops_per_device", "grad_norm"):
+    assert record[key] > 0, key
+  checkpoints = sorted(p.name for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+  assert checkpoints == ["2", "4", "6"]
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(chitchat_dir, tmp_path):
+  task = seqio_tasks.get_task("chitchat", chitchat_dir)
+  run(task, tmp_path, 4)
+  for path in (tmp_path / "checkpoints" / "4" / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(b"garbage")
+  resumed = run(task, tmp_path, 5)
+  assert [r["step"] for r in resumed] == [3, 4, 5]  # Restored step 2 and went on.
