@@ -136,7 +136,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
       is_checkpoint = step % checkpoint_every == 0 or step == train_steps
       if step % log_every == 0 or is_checkpoint:
         sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
-        record = _record(step, sums, window, schedule, flops_per_step, mesh.size,
+        record = _record(step, sums, window, schedule, flops_per_step,
                          peak_flops_per_device)
         records.append(record)
         metrics_file.write(json.dumps(record) + "\n")
@@ -155,8 +155,9 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   return records
 
 
-def _record(step, sums, window, schedule, flops_per_step, devices, peak_flops) -> dict:
-  """One log line: loss and perplexity are token-weighted over the window's steps."""
+def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
+  """One log line: loss and perplexity are token-weighted over the window's steps. XLA's FLOP
+  count is the program one device runs, so TFLOP/s and MFU are per device."""
   loss = sums["loss_sum"] / max(sums["token_count"], 1.0)
   seconds = time.perf_counter() - window.started
   seconds_per_step = seconds / window.steps
@@ -169,7 +170,6 @@ def _record(step, sums, window, schedule, flops_per_step, devices, peak_flops) -
             "tflops_per_device": flops_per_step / seconds_per_step / 1e12}
   if peak_flops:
     record["mfu"] = flops_per_step / seconds_per_step / peak_flops
-  del devices  # XLA's count is per device already (the program one device runs).
   return record
 
 

@@ -10,7 +10,6 @@ is dropped silently.
 """
 import gzip
 import hashlib
-import io
 import json
 import pathlib
 from typing import Iterator, Optional, Sequence
@@ -178,10 +177,13 @@ def pushshift_trees(comment_files: Sequence, submission_files: Sequence = (),
     for m in read_pushshift(path, skip_malformed, stats):
       messages[m.id] = m
   trees: dict[str, list[Message]] = {}
+  root_of: dict[str, str] = {}  # Memo: message id -> its tree's key (the submission id).
   for m in messages.values():
-    root = m
-    seen = 0
-    while root.parent_id in messages and seen < 10_000:
-      root, seen = messages[root.parent_id], seen + 1
-    trees.setdefault(root.parent_id or root.id, []).append(m)
+    path, top = [], m
+    while top.parent_id in messages and top.id not in root_of and len(path) < 100_000:
+      path.append(top.id)
+      top = messages[top.parent_id]
+    key = root_of.get(top.id, top.parent_id or top.id)
+    root_of.update({i: key for i in path + [top.id]})
+    trees.setdefault(key, []).append(m)
   return trees

@@ -7,7 +7,6 @@ import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 from tests.conftest import init_params, random_tokens, shift_right
