@@ -9,6 +9,7 @@ recent ``inputs`` tokens kept, no EOS); response -> ``targets`` (trimmed, EOS ap
 ``seqio.EncDecFeatureConverter`` then packs training batches or pads eval batches.
 """
 import functools
+import os
 from typing import Optional
 
 import seqio
@@ -59,6 +60,7 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR, **builder_kwargs) -> s
   """
   if name not in SOURCES:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
+  data_dir = os.path.expanduser(data_dir)  # TFDS would create a directory literally named "~".
   builder = SOURCES[name](data_dir=data_dir, **builder_kwargs)
   builder.download_and_prepare()  # A no-op once prepared; trains the vocabulary if missing.
   if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
@@ -79,6 +81,7 @@ def get_reddit_mixture(pushshift_config: builders.PushshiftConfig,
                        data_dir: str = DEFAULT_DATA_DIR, **reddit2015_kwargs) -> seqio.Mixture:
   """``reddit``: reddit2015 and Pushshift dumps in proportion to their examples, both read
   with reddit2015's vocabulary (a mixture needs one). ``reddit2015_kwargs`` go to its builder."""
+  data_dir = os.path.expanduser(data_dir)
   get_task("reddit2015", data_dir, **reddit2015_kwargs)
   reddit2015 = SOURCES["reddit2015"](data_dir=data_dir, **reddit2015_kwargs)  # Now prepared.
   pushshift_kwargs = dict(config=pushshift_config, vocab_file=str(reddit2015.vocab_file))

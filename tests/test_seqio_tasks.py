@@ -174,3 +174,14 @@ def test_reddit_mixture_reads_both_sources_with_one_vocabulary(tmp_path, builder
                   for t in mixture.tasks}
   assert vocabularies == {str(builder.vocab_file)}
   assert mixture.get_rate(seqio.TaskRegistry.get("reddit2015")) == 6  # 3 x 2 replies.
+
+
+def test_a_home_relative_data_dir_is_expanded(chitchat_dir, monkeypatch, tmp_path):
+  home, link = tmp_path / "home", "meena_data"
+  home.mkdir()
+  (home / link).symlink_to(chitchat_dir)
+  monkeypatch.setenv("HOME", str(home))
+  monkeypatch.chdir(tmp_path)
+  task = seqio_tasks.get_task("chitchat", f"~/{link}")
+  assert next(iter(task.get_dataset(None, split="validation", shuffle=False).take(1)))
+  assert not (tmp_path / "~").exists()
