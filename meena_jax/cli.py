@@ -17,16 +17,23 @@ from typing import Sequence
 
 import gin
 
-from meena_jax import config, train
-from meena_tasks import seqio_tasks
+from meena_jax import config
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # The gin name of every configurable is its own name: bindings read `ModelConfig.d_model`,
 # `train.batch_size`, `get_task.name`.
 ModelConfig = gin.external_configurable(config.ModelConfig, name="ModelConfig")
-get_task = gin.external_configurable(seqio_tasks.get_task, name="get_task")
-train_fn = gin.external_configurable(train.train, name="train")
+
+
+def register_training():
+  """Makes ``train`` and ``get_task`` configurable. Called by the train command before it
+  parses gin, so that commands which only build models need not import TensorFlow or orbax."""
+  from meena_jax import train  # pylint: disable=import-outside-toplevel
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+  if "train" not in gin.config._REGISTRY:  # pylint: disable=protected-access
+    gin.external_configurable(seqio_tasks.get_task, name="get_task")
+    gin.external_configurable(train.train, name="train")
 
 
 def _binding(text: str) -> str:
@@ -88,7 +95,7 @@ def configured_train():
   model_dir.mkdir(parents=True, exist_ok=True)
   (model_dir / "config.gin").write_text(gin.config_str())
   try:
-    return train_fn()
+    return gin.get_configurable("train")()
   finally:
     (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
 

@@ -177,6 +177,7 @@ def main(argv=None):
   """Parses gin flags, writes the operative config to MODEL_DIR, and trains."""
   from meena_jax import cli  # gin stays at the edge.
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  cli.register_training()
   cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__)
   records = cli.configured_train()
   if records:
