@@ -34,6 +34,7 @@ fieldset { border: 1px solid #ccc; border-radius: .5rem; margin: 1rem 0; }
 .msg { padding: .5rem .8rem; background: #fff7d6; border-radius: .4rem; }
 .error { background: #fde2e1; }
 button { font-size: 1rem; padding: .4rem 1.1rem; margin-right: .5rem; }
+form.inline { display: inline; }
 table { border-collapse: collapse; } td, th { padding: .25rem .7rem; border-bottom: 1px solid #ddd;
   text-align: left; } td.n { text-align: right; }
 code { word-break: break-all; }
@@ -61,7 +62,7 @@ RATE = """{% extends "layout.html" %}
 response{{ "" if rated == 1 else "s" }}.{% if chat %} <a href="{{ chat }}">Chat with a bot
 instead</a>.{% endif %}</p>
 {{ show_turns(context, response) }}
-<form method="post" action="{{ answer_url }}" id="label-form">
+<form method="post" action="{{ answer_url }}" id="label-form" class="inline">
 <input type="hidden" name="csrf" value="{{ csrf }}">
 <input type="hidden" name="assignment" value="{{ assignment }}">
 <fieldset><legend>Does the response make sense?</legend>
@@ -75,7 +76,7 @@ instead</a>.{% endif %}</p>
 <p class="guidance">{{ specific_guidance }}</p></fieldset>
 <button type="submit" id="submit">Submit</button>
 </form>
-<form method="post" action="{{ skip_url }}">
+<form method="post" action="{{ skip_url }}" class="inline">
 <input type="hidden" name="csrf" value="{{ csrf }}">
 <input type="hidden" name="assignment" value="{{ assignment }}">
 <button type="submit" id="skip">Skip this one</button></form>

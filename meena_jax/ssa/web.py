@@ -32,7 +32,7 @@ import jinja2
 from meena_jax.ssa import interactive, pages, store
 
 MESSAGES = {
-    "saved": "Saved. Here is the next one.",
+    "saved": "Saved.",
     "already": "You had already answered that one; your first answer is kept.",
     "skipped": "Skipped.",
     "reassigned": "That item waited too long and went to another rater; that answer was not "
