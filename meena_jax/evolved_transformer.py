@@ -6,6 +6,12 @@ Every sub-block is pre-norm, ``x <- x + Drop(F(LN(x)))``. The encoder block has 
 self/encoder attention, causal conv branches, self-attention, encoder attention, swish
 feed-forward). Both take and return ``[batch, length, d_model]``; masks come from ``model.py``.
 
+Incremental decoding (``decode=True``, one or more new rows per call, every row real): both
+causal attentions and both encoder attentions cache their keys/values (``layers.py``), and the
+causal conv sub-block caches, as the spec lays it out, the last 10 rows of its layer-normed input
+(the width-11 conv reads all 10, the width-7 conv the last 6) and the last 6 rows of its 2d-wide
+hidden ``z`` (for the second width-7 conv).
+
 Where the spec says "padding rows are zeroed before every conv", the segment-aware convs of
 ``layers.conv_taps`` already never read a padding row (nor a row of a neighbouring packed
 example), which is the same thing for every real row.
@@ -55,6 +61,9 @@ class EvolvedTransformerEncoderBlock(nn.Module):
     return constrain(x + drop(dense(cfg, d, ("mlp", "embed"), "ffn_out")(h)))
 
 
+LEFT_WIDTH, RIGHT_WIDTH, OUT_WIDTH = 11, 7, 7  # The decoder's causal separable convs.
+
+
 class EvolvedTransformerDecoderBlock(nn.Module):
   """ET decoder block: parallel attention (h' self | h encoder), causal conv branches, causal
   self-attention, encoder attention, swish feed-forward."""
@@ -62,39 +71,49 @@ class EvolvedTransformerDecoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, encoded, segment_ids, self_mask, cross_mask,
-               deterministic: bool = True):
+               deterministic: bool = True, decode: bool = False):
+    """``decode=True``: rows continue the cached ones; ``encoded`` is None after the first
+    call (its keys/values are cached) and ``self_mask``/``segment_ids`` are unused."""
     cfg, d = self.cfg, self.cfg.d_model
     drop = lambda y: dropout(cfg, y, deterministic)
+    causal, cross_mode = ("causal", "encoder") if decode else (None, None)
     attention = lambda heads, name: layers.MultiHeadAttention(cfg, heads, name=name)
+    conv = lambda features, width, name: layers.SeparableConv1D(
+        cfg, features, width, causal=True, name=name)
 
     # 1. Causal self-attention with h' = max(min(2h, 16), h) heads beside encoder attention.
     n = layer_norm(cfg, "embed", "parallel_attention_norm")(x)
     wide = attention(cfg.decoder_self_attention_heads, "parallel_self_attention")(
-        n, n, self_mask, deterministic)
+        n, n, self_mask, deterministic, causal)
     cross = attention(cfg.num_heads, "parallel_encoder_attention")(
-        n, encoded, cross_mask, deterministic)
+        n, encoded, cross_mask, deterministic, cross_mode)
     x = constrain(x + drop(wide) + drop(cross))
 
     # 2. Causal conv branches: ReLU(sep width-11 -> 2d) + sep width-7 -> d/2 padded to 2d,
-    #    LN over 2d, sep width-7 -> d.
+    #    LN over 2d, sep width-7 -> d. Decoding reads earlier rows from the cache instead.
     n = layer_norm(cfg, "embed", "conv_norm")(x)
-    left = nn.relu(layers.SeparableConv1D(cfg, 2 * d, 11, causal=True, name="conv_left")(
-        n, segment_ids))
-    right = layers.SeparableConv1D(cfg, d // 2, 7, causal=True, name="conv_right")(
-        n, segment_ids)
+    left_in = right_in = n
+    if decode:
+      left_in = layers.cached_rows(self, "conv_input_rows", n, LEFT_WIDTH - 1)
+      right_in = left_in[:, LEFT_WIDTH - RIGHT_WIDTH:]
+    left = nn.relu(conv(2 * d, LEFT_WIDTH, "conv_left")(left_in, segment_ids, decode))
+    right = conv(d // 2, RIGHT_WIDTH, "conv_right")(right_in, segment_ids, decode)
     z = drop(left) + drop(pad_features(right, 2 * d))
     z = layer_norm(cfg, "mlp", "conv_mid_norm")(constrain(z, ("batch", "length", "mlp")))
-    z = layers.SeparableConv1D(cfg, d, 7, causal=True, name="conv_out")(z, segment_ids)
+    if decode:
+      z = layers.cached_rows(self, "conv_hidden_rows", z, OUT_WIDTH - 1)
+    z = conv(d, OUT_WIDTH, "conv_out")(z, segment_ids, decode)
     x = constrain(x + drop(z))
 
     # 3. Causal self-attention, h heads.
     n = layer_norm(cfg, "embed", "self_attention_norm")(x)
-    x = x + drop(attention(cfg.num_heads, "self_attention")(n, n, self_mask, deterministic))
+    x = x + drop(attention(cfg.num_heads, "self_attention")(
+        n, n, self_mask, deterministic, causal))
 
     # 4. Encoder attention, h heads.
     n = layer_norm(cfg, "embed", "encoder_attention_norm")(x)
     x = x + drop(attention(cfg.num_heads, "encoder_attention")(
-        n, encoded, cross_mask, deterministic))
+        n, encoded, cross_mask, deterministic, cross_mode))
 
     # 5. Swish feed-forward with a layer norm over the hidden width.
     n = layer_norm(cfg, "embed", "ffn_norm")(x)

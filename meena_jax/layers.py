@@ -5,12 +5,18 @@ Every parameter is created with logical axis names (``embed``, ``mlp``, ``heads`
 ``(batch, length, embed)``; ``partitioning.py`` maps those names onto a device mesh, so nothing
 here knows about devices.
 
+Incremental decoding keeps its state in Flax's ``cache`` collection, next to the layer that reads
+it: causal attentions append each step's keys/values, encoder attentions keep the keys/values of
+the context, and ``cached_rows`` keeps the rows a causal conv still needs. The cache is sized by
+the first call (``decoding.init_cache`` evaluates it for shapes only) and starts as zeros, which
+for the conv rows is exactly the causal zero padding.
+
 Masking contract: ``segment_ids`` is ``[batch, length]`` int, 0 for padding and 1, 2, ... for the
 examples packed into a row. A conv tap or an attention key is visible from a query row only when
 both rows carry the same non-zero segment id, so a packed row computes exactly what its examples
 compute alone, and padding never leaks into real rows.
 """
-from typing import Optional, Sequence
+from typing import Literal, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -139,16 +145,36 @@ class SeparableConv1D(nn.Module):
   causal: bool
 
   @nn.compact
-  def __call__(self, x, segment_ids):
+  def __call__(self, x, segment_ids, decode: bool = False):
+    """``decode=True``: ``x`` already starts with the ``width - 1`` rows before the first output
+    row (see ``cached_rows``), so the conv is VALID and ``segment_ids`` is unused."""
     depthwise = self.param(
         "depthwise_kernel",
         nn.with_logical_partitioning(depthwise_glorot, ("conv_width", "conv_in")),
         (self.width, x.shape[-1]), self.cfg.parameter_dtype)
     dtype = self.cfg.activation_dtype
-    taps = conv_taps(x.astype(dtype), segment_ids, self.width, self.causal)
+    if decode:
+      if not self.causal:
+        raise ValueError("only causal convs decode incrementally")
+      length = x.shape[1] - (self.width - 1)
+      taps = [x[:, i:i + length].astype(dtype) for i in range(self.width)]
+    else:
+      taps = conv_taps(x.astype(dtype), segment_ids, self.width, self.causal)
     depthwise = depthwise.astype(dtype)
     y = sum(tap * depthwise[i] for i, tap in enumerate(taps))
     return dense(self.cfg, self.features, ("conv_in", "conv_out"), "pointwise")(y)
+
+
+def cached_rows(module: nn.Module, name: str, x, rows: int):
+  """``[b, t, c]`` -> ``[b, rows + t, c]``: ``x`` behind the ``rows`` rows that came before it.
+
+  The rows live in ``module``'s ``cache`` collection as ``name`` and start as zeros (a causal
+  conv's left padding); the last ``rows`` rows of the result are kept for the next call.
+  """
+  cache = module.variable("cache", name, jnp.zeros, (x.shape[0], rows, x.shape[2]), x.dtype)
+  window = jnp.concatenate([cache.value, x], axis=1)
+  cache.value = window[:, window.shape[1] - rows:]
+  return window
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,12 +193,24 @@ def attention_mask(query_segment_ids, key_segment_ids, causal: bool):
 
 class MultiHeadAttention(nn.Module):
   """Multi-head dot-product attention as in tensor2tensor: Q/K/V/output projections without
-  bias, queries scaled by ``head_dim ** -0.5``, total Q/K/V width ``d_model``."""
+  bias, queries scaled by ``head_dim ** -0.5``, total Q/K/V width ``d_model``.
+
+  When the query batch is ``g`` times the key batch (``g`` decoding candidates per context,
+  contiguous), each key row serves ``g`` query rows: contexts are never copied per candidate.
+  """
   cfg: ModelConfig
   num_heads: int
 
   @nn.compact
-  def __call__(self, inputs_q, inputs_kv, mask, deterministic: bool = True):
+  def __call__(self, inputs_q, inputs_kv, mask, deterministic: bool = True,
+               decode: Optional[Literal["causal", "encoder"]] = None):
+    """``decode`` (incremental decoding, ``cache`` collection mutable):
+
+    - ``"causal"``: appends this call's keys/values to the cache and attends to every cached
+      row up to each query's own; ``mask`` is ignored (decoding rows are all real).
+    - ``"encoder"``: keys/values of ``inputs_kv`` are computed and cached when it is given, and
+      read from the cache when it is None; ``mask`` masks the context's padding.
+    """
     del deterministic  # No attention dropout in Meena; kept for a uniform sub-layer signature.
     cfg = self.cfg
     head_dim = cfg.d_model // self.num_heads
@@ -185,14 +223,50 @@ class MultiHeadAttention(nn.Module):
 
     qkv_axes = ("batch", "length", "heads", "kv")
     query = constrain(project("query")(inputs_q), qkv_axes)
-    key = constrain(project("key")(inputs_kv), qkv_axes)
-    value = constrain(project("value")(inputs_kv), qkv_axes)
-    out = jax.nn.dot_product_attention(query, key, value, mask=mask)
+    if decode == "encoder" and inputs_kv is None:
+      key = self.get_variable("cache", "encoder_key")
+      value = self.get_variable("cache", "encoder_value")
+    else:
+      key = constrain(project("key")(inputs_kv), qkv_axes)
+      value = constrain(project("value")(inputs_kv), qkv_axes)
+    if decode == "encoder" and inputs_kv is not None:
+      self.put_variable("cache", "encoder_key", key)
+      self.put_variable("cache", "encoder_value", value)
+    elif decode == "causal":
+      key, value, mask = self._append_to_cache(key, value)
+    out = _grouped_attention(query, key, value, mask)
     out = nn.DenseGeneral(
         cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.activation_dtype,
         param_dtype=cfg.parameter_dtype, name="out",
         kernel_init=nn.with_logical_partitioning(glorot, ("heads", "kv", "embed")))(out)
     return constrain(out)
+
+  def _append_to_cache(self, key, value):
+    """Writes ``[b, t, h, k]`` keys/values at the cache index; returns the whole cache and the
+    ``[1, 1, t, max_length]`` causal mask of the ``t`` new queries."""
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
+    start, steps = index.value, key.shape[1]
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, start, 0, 0))
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value,
+                                                      (0, start, 0, 0))
+    index.value = start + steps
+    length = cached_key.value.shape[1]
+    mask = jnp.arange(length)[None, :] <= start + jnp.arange(steps)[:, None]
+    return cached_key.value, cached_value.value, mask[None, None]
+
+
+def _grouped_attention(query, key, value, mask):
+  """``jax.nn.dot_product_attention``, folding ``g = query batch / key batch`` query rows that
+  share one key row into the query length (``mask`` must then not depend on the query row)."""
+  groups = query.shape[0] // key.shape[0]
+  if groups == 1:
+    return jax.nn.dot_product_attention(query, key, value, mask=mask)
+  batch, length = key.shape[0], query.shape[1]
+  folded = query.reshape((batch, groups * length) + query.shape[2:])
+  out = jax.nn.dot_product_attention(folded, key, value, mask=mask)
+  return out.reshape(query.shape)
 
 
 def dropout(cfg: ModelConfig, x, deterministic: bool, rate: Optional[float] = None):

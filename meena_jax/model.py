@@ -4,7 +4,9 @@ Input: a SeqIO ``EncDecFeatureConverter`` batch (``encoder_input_tokens``,
 ``decoder_input_tokens``, ``decoder_target_tokens``, ``decoder_loss_weights``, and when packed
 ``*_segment_ids`` / ``*_positions``). Token 0 is padding (and the decoder's start token), 1 is EOS.
 Output: ``[batch, target_length, vocab]`` logits, and ``loss_fn`` turns them into a summed
-cross-entropy and the number of target tokens it covers.
+cross-entropy and the number of target tokens it covers. ``decode_step`` is the incremental
+decoder ``decoding.py`` drives: one step's tokens in, that step's logits out, the per-layer state
+in Flax's ``cache`` collection (layout in ``layers.py`` and ``evolved_transformer.py``).
 """
 from typing import Optional
 
@@ -84,6 +86,24 @@ class Seq2Seq(nn.Module):
     y = self._embed(decoder_input_tokens, decoder_positions, deterministic)
     for block in self.decoder_blocks:
       y = block(y, encoded, decoder_segment_ids, self_mask, cross_mask, deterministic)
+    return self._logits(y)
+
+  def decode_step(self, encoded, encoder_segment_ids, decoder_input_tokens, decoder_positions):
+    """Incremental decoding: ``[rows, t]`` tokens at ``[rows, t]`` positions -> their logits.
+
+    Apply with ``mutable=["cache"]``. ``rows`` is a multiple ``g`` of the ``B`` contexts, the
+    ``g`` candidates of one context contiguous. ``encoded`` (``[B, s, d]``) is given on the first
+    call, whose encoder attentions cache its keys/values, and None afterwards;
+    ``encoder_segment_ids`` (``[B, s]``) masks the context's padding on every call.
+    """
+    cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+    y = self._embed(decoder_input_tokens, decoder_positions, deterministic=True)
+    for block in self.decoder_blocks:
+      y = block(y, encoded, None, None, cross_mask, deterministic=True, decode=True)
+    return self._logits(y)
+
+  def _logits(self, y):
+    """Final layer norm, then the output projection tied to the embedding."""
     y = self.decoder_norm(y)
     logits = self.embedding.attend(y.astype(self.cfg.activation_dtype))
     return layers.constrain(logits, ("batch", "length", "vocab"))

@@ -37,14 +37,16 @@ class TransformerDecoderBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, encoded, segment_ids, self_mask, cross_mask,
-               deterministic: bool = True):
+               deterministic: bool = True, decode: bool = False):
+    """``decode=True``: attention keys/values are cached as in the ET decoder block."""
     del segment_ids
     cfg = self.cfg
+    causal, cross_mode = ("causal", "encoder") if decode else (None, None)
     n = layer_norm(cfg, "embed", "self_attention_norm")(x)
     x = x + dropout(cfg, layers.MultiHeadAttention(cfg, cfg.num_heads, name="self_attention")(
-        n, n, self_mask, deterministic), deterministic)
+        n, n, self_mask, deterministic, causal), deterministic)
     n = layer_norm(cfg, "embed", "encoder_attention_norm")(x)
     x = x + dropout(cfg, layers.MultiHeadAttention(
-        cfg, cfg.num_heads, name="encoder_attention")(n, encoded, cross_mask, deterministic),
-                    deterministic)
+        cfg, cfg.num_heads, name="encoder_attention")(
+            n, encoded, cross_mask, deterministic, cross_mode), deterministic)
     return constrain(x + _feed_forward(cfg, constrain(x), deterministic))
