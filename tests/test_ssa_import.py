@@ -57,6 +57,7 @@ def test_jsonl_one_item_per_system():
     ('{"context": ["Hi"], "system": "a"}', 'exactly one of "response"'),
     ('{"context": ["Hi"], "responses": {}}', '"responses" must be a non-empty object'),
     ('{"context": ["Hi"], "responses": {"a": 3}}', "the response of 'a'"),
+    ('{"context": ["Hi"], "responses": {" ": "Hey"}}', "a system name"),
 ])
 def test_malformed_jsonl_line_named_by_file_and_line(tmp_path, line, why):
   path = tmp_path / "bad.jsonl"

@@ -32,6 +32,20 @@ def test_majority_and_ssa_by_hand():
   assert all(math.isnan(x) for x in report.point([]).values())
 
 
+def test_summarize_counts_rated_items_and_keeps_the_evaluations_apart():
+  static = [dict(r, kind="static") for r in _rows(ITEMS.values())]
+  live = [dict(r, kind="interactive", item_id="live") for r in _rows([[Y] * 5])]
+  (everything,) = report.summarize(static + live, samples=10)
+  assert (everything.items, everything.rated, everything.labels) == (4, 4, 20)
+  (interactive,) = report.summarize(static + live, samples=10, kind="interactive")
+  assert (interactive.items, interactive.rated, interactive.ssa) == (1, 1, 1.0)
+  (partial,) = report.summarize(static + live, min_labels=6, samples=10, kind="static")
+  assert (partial.items, partial.rated, partial.labels) == (3, 0, 15)
+  assert math.isnan(partial.ssa)
+  with pytest.raises(ValueError, match="min_labels"):
+    report.summarize(static, min_labels=0)
+
+
 def test_agreement_is_krippendorffs_alpha_by_hand():
   votes = report.votes_by_system(_rows(ITEMS.values()))["a"]
   # Sensible: per item (no, yes) = (0, 5), (2, 3), (3, 2); n = 15 values, 5 no and 10 yes.

@@ -90,13 +90,22 @@ def cmd_report(args) -> int:
   if args.plot and not perplexity:
     print("error: --plot needs each system's --perplexity NAME=VALUE", file=sys.stderr)
     return 2
+  if args.min_labels < 1:
+    print(f"error: --min_labels {args.min_labels}: must be at least 1", file=sys.stderr)
+    return 2
   rows = store.label_rows(store.connect(args.db))
-  summaries = report.summarize(rows, args.min_labels, args.bootstrap, args.seed)
+  summaries = report.summarize(rows, args.min_labels, args.bootstrap, args.seed, args.kind)
   if not summaries:
-    print(f"No items in {args.db}: run `python -m meena_jax.ssa import` first.")
+    print(f"No {'' if args.kind == 'all' else args.kind + ' '}items in {args.db}: run "
+          "`python -m meena_jax.ssa import` first.")
     return 1
-  print(f"Majority of labels per item; items with at least {args.min_labels} labels are rated. "
-        f"95% intervals: {args.bootstrap} bootstrap samples (seed {args.seed}).")
+  print(f"{args.kind.capitalize()} items; the majority of each item's labels counts, and items "
+        f"with at least {args.min_labels} labels are rated. 95% intervals: {args.bootstrap} "
+        f"bootstrap samples (seed {args.seed}).")
+  mixed = sorted({r["system"] for r in rows if r["kind"] == "static"}
+                 & {r["system"] for r in rows if r["kind"] == "interactive"})
+  if args.kind == "all" and mixed:
+    print(f"Note: {', '.join(mixed)} mix static and interactive items; --kind separates them.")
   print(report.format_table(summaries))
   if args.csv:
     report.write_summary_csv(args.csv, summaries, perplexity)
@@ -157,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
                    help="labels an item needs to count")
   sub.add_argument("--bootstrap", type=int, default=1000, help="bootstrap samples")
   sub.add_argument("--seed", type=int, default=0)
+  sub.add_argument("--kind", choices=("all", "static", "interactive"), default="all",
+                   help="which evaluation's items to count")
   sub.add_argument("--csv", help="write the per-system summary here")
   sub.add_argument("--labels_csv", help="write every label here")
   sub.add_argument("--perplexity", action="append", default=[], metavar="NAME=PPL",

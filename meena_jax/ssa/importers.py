@@ -123,6 +123,7 @@ def _jsonl_items(record, system: Optional[str], source: str) -> list[Item]:
     raise ValueError('"id" must be a string or an integer')
   items = []
   for name, response in responses.items():
+    name = _text(name, "a system name")
     response = _text(response, f"the response of {name!r}")
     key = item_key(name, context, response, None if group is None else str(group))
     items.append(Item(key=key, system=name, context=context, response=response, cluster=key,

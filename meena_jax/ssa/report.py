@@ -118,9 +118,14 @@ def agreement(votes: Sequence[Votes]) -> tuple[float, float]:
   return alphas[0], alphas[1]
 
 
-def summarize(rows: Iterable[Mapping], min_labels: int = 5, samples: int = 1000,
-              seed: int = 0) -> list[SystemSummary]:
-  """One summary per system, from ``store.label_rows``."""
+def summarize(rows: Iterable[Mapping], min_labels: int = 5, samples: int = 1000, seed: int = 0,
+              kind: str = "all") -> list[SystemSummary]:
+  """One summary per system, from ``store.label_rows``; ``kind`` keeps only ``static`` or
+  ``interactive`` items (Meena reports the two evaluations apart)."""
+  if min_labels < 1:
+    raise ValueError(f"min_labels must be at least 1, got {min_labels}")
+  if kind != "all":
+    rows = [row for row in rows if row["kind"] == kind]
   summaries = []
   for system, votes in votes_by_system(rows).items():
     rated = [v for v in votes if v.labels >= min_labels]
