@@ -2,7 +2,6 @@
 (20 raters submitting for 30 s lose nothing) and headless Chromium through a rater's session."""
 import concurrent.futures
 import http.client
-import pathlib
 import random
 import re
 import shutil

@@ -189,7 +189,7 @@ def test_interactive_chat_from_hi_to_rating_every_bot_turn(chat_site):
       response = client.post(f"{url}/say", data=dict(form, message=f"message {n}"))
       assert response.headers["Location"].endswith("?m=sent")
     page = client.get(url).get_data(as_text=True)
-  assert f"echo 27: message 26" in page
+  assert "echo 27: message 26" in page
   assert 'id="send"' not in page  # 28 turns: the chat is over
   assert "SECRETBOT" not in page
   finish = _chat_form(page, ("csrf", "conversation"))

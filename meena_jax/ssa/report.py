@@ -23,6 +23,7 @@ import math
 import warnings
 from typing import Iterable, Mapping, Optional, Sequence
 
+import krippendorff
 import numpy as np
 
 STATS = ("sensibleness", "specificity", "ssa")
@@ -103,7 +104,6 @@ def agreement(votes: Sequence[Votes]) -> tuple[float, float]:
   """Krippendorff's alpha (nominal) of the sensible and of the specific labels (a label of
   "not sensible" counts as "not specific"). Items with fewer than two labels carry no
   information on agreement and are left out by the measure itself."""
-  import krippendorff  # pylint: disable=import-outside-toplevel
   alphas = []
   for yes in ("sensible", "specific"):
     counts = np.array([[v.labels - getattr(v, yes), getattr(v, yes)] for v in votes
@@ -199,6 +199,7 @@ def plot_ssa_vs_perplexity(path, summaries: Sequence[SystemSummary],
                            perplexity: Mapping[str, float]) -> tuple[float, float, float]:
   """Draws each system's SSA (with its interval) against its perplexity, the fitted line and
   R^2 into a PNG; returns (slope, intercept, R^2) of SSA in percent per unit of perplexity."""
+  # Imported here: matplotlib takes half a second to import and only the plot needs it.
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   by_name = {s.system: s for s in summaries}
   unknown = sorted(set(perplexity) - set(by_name))

@@ -153,8 +153,8 @@ def next_assignment(conn: sqlite3.Connection, rater_id: int, now: float,
   new one on an item drawn uniformly at random from those this rater has never been shown and
   that fewer than ``RATERS_PER_ITEM`` raters hold. None when nothing is left for them."""
   with write(conn):
-    conn.execute(f"UPDATE assignments SET status = 'expired' WHERE status = 'open' "
-                 f"AND created < ?", (now - lease_s,))
+    conn.execute("UPDATE assignments SET status = 'expired' WHERE status = 'open' "
+                 "AND created < ?", (now - lease_s,))
     row = _open_assignment(conn, rater_id)
     if row is not None:
       return row

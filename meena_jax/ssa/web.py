@@ -28,6 +28,7 @@ from typing import Callable, Mapping, Optional
 
 import flask
 import jinja2
+import waitress
 
 from meena_jax.ssa import interactive, pages, store
 
@@ -283,7 +284,6 @@ def serve(db_path: str, host: str, port: int, responders: Mapping[str, interacti
           lease_s: float, threads: int, ready: Callable[[str], None] = print):
   """Serves until interrupted, then stops the model processes. ``port`` 0 picks a free port;
   ``ready`` gets the base URL once the socket listens."""
-  import waitress  # pylint: disable=import-outside-toplevel
   app = create_app(db_path, responders, lease_s)
   server = waitress.create_server(app, host=host, port=port, threads=threads)
   ready(f"http://{host}:{server.effective_port}/")
