@@ -25,6 +25,10 @@ setup(
         "chitchat_dataset>=0.9.0",
         "alt-profanity-check>=1.9.1",
         "zstandard>=0.25.0",
+        "clu>=0.0.12",  # Metric writers (TensorBoard + logging).
+        "tensorboard>=2.21.0",  # clu's TensorBoard writer imports it without declaring it.
+        "tqdm>=4.66",
+        "matplotlib>=3.11.2",  # Loss and perplexity curves.
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
     ],

@@ -13,6 +13,7 @@ import argparse
 import ast
 import logging
 import pathlib
+import re
 from typing import Sequence
 
 import gin
@@ -29,11 +30,13 @@ ModelConfig = gin.external_configurable(config.ModelConfig, name="ModelConfig")
 def register_training():
   """Makes ``train`` and ``get_task`` configurable. Called by the train command before it
   parses gin, so that commands which only build models need not import TensorFlow or orbax."""
+  from meena_jax import eval as evaluation  # pylint: disable=import-outside-toplevel
   from meena_jax import train  # pylint: disable=import-outside-toplevel
   from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
   if "train" not in gin.config._REGISTRY:  # pylint: disable=protected-access
     gin.external_configurable(seqio_tasks.get_task, name="get_task")
     gin.external_configurable(train.train, name="train")
+    gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
 
 
 def _binding(text: str) -> str:
@@ -75,6 +78,11 @@ def parse_args(argv: Sequence[str], description: str, parser: argparse.ArgumentP
   logging.disable(logging.ERROR)
   try:
     gin.parse_config_files_and_bindings(args.gin_file, [_binding(b) for b in gin_bindings])
+  except ValueError as error:
+    required = re.match(r"(\w+)/macro\.value set to `%gin\.REQUIRED`", str(error))
+    if required:
+      raise SystemExit(f"the {required[1]} macro is required: pass --gin.{required[1]}=...")
+    raise
   finally:
     logging.disable(logging.NOTSET)
   return args
@@ -87,10 +95,7 @@ def model_config() -> config.ModelConfig:
 
 def configured_train():
   """Runs the gin-bound ``train``; the parsed and the operative configs go to ``MODEL_DIR``."""
-  model_dir = _value("train.model_dir")
-  if not isinstance(model_dir, str):
-    raise SystemExit("train.model_dir (the MODEL_DIR macro) is required: pass "
-                     "--gin.MODEL_DIR=/path/to/run")
+  model_dir = require("train.model_dir", "MODEL_DIR", "/path/to/run")
   model_dir = pathlib.Path(model_dir).expanduser()
   model_dir.mkdir(parents=True, exist_ok=True)
   (model_dir / "config.gin").write_text(gin.config_str())
@@ -98,6 +103,24 @@ def configured_train():
     return gin.get_configurable("train")()
   finally:
     (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+
+
+def configured(name: str, required: dict = None, **overrides):
+  """Calls the gin configurable ``name`` with ``overrides``, first checking that each
+  ``required`` parameter (-> the macro that sets it) is bound."""
+  for parameter, macro in (required or {}).items():
+    if parameter not in overrides:
+      require(f"{name}.{parameter}", macro)
+  return gin.get_configurable(name)(**overrides)
+
+
+def require(binding: str, macro: str, example: str = "..."):
+  """The value of ``binding``, or exit naming the macro to pass when it is unset/REQUIRED."""
+  value = _value(binding)
+  if value is None:
+    raise SystemExit(f"{binding} (the {macro} macro) is required: pass "
+                     f"--gin.{macro}={example}")
+  return value
 
 
 def _value(binding: str):

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import pathlib
 import sys
 import time
@@ -18,8 +19,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import tqdm
+from clu import metric_writers
 
-from meena_jax import input_pipeline, partitioning, train_step
+from meena_jax import checkpoints, input_pipeline, partitioning, train_step
+from meena_jax import eval as evaluation
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 
@@ -28,28 +31,6 @@ log = logging.getLogger("meena_jax.train")
 
 class NonFiniteLossError(RuntimeError):
   """The loss or gradient norm stopped being finite; the message names the step range."""
-
-
-def checkpoint_manager(model_dir, keep: int) -> ocp.CheckpointManager:
-  """Named items per step: ``state`` (the TrainState) and ``data`` (the input position)."""
-  return ocp.CheckpointManager(
-      pathlib.Path(model_dir).resolve() / "checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
-      item_names=("state", "data"))
-
-
-def restore_latest(manager: ocp.CheckpointManager, abstract_state):
-  """(state, data item) of the newest readable checkpoint, or None; a corrupt or half-written
-  checkpoint is reported and the one before it is used."""
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      restored = manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
-      return restored["state"], restored["data"]
-    except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds.
-      log.warning("checkpoint at step %d is unreadable (%s: %s); trying the one before",
-                  step, type(error).__name__, error)
-  return None
 
 
 @dataclasses.dataclass
@@ -76,11 +57,15 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           learning_rate: float = 0.01, constant_steps: int = 10_000, num_microbatches: int = 1,
           seed: int = 0, mesh_data: int = -1, mesh_model: int = 1, log_every: int = 10,
           checkpoint_every: int = 200, keep_checkpoints: int = 3,
-          peak_flops_per_device: Optional[float] = None, progress: bool = True) -> list[dict]:
+          peak_flops_per_device: Optional[float] = None, eval_every: int = 0,
+          eval_split: str = "validation", eval_batch_size: Optional[int] = None,
+          progress: bool = True) -> list[dict]:
   """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
 
-  Resumes from the newest checkpoint in ``model_dir``. Returns the logged metric records,
-  which also go to ``model_dir/metrics.jsonl`` (one JSON object a line) and TensorBoard.
+  Resumes from the newest checkpoint in ``model_dir``. Every ``eval_every`` steps (and at the
+  end; 0: never) evaluates perplexity on ``eval_split``. Returns the logged records (train
+  and eval), which also go to ``model_dir/metrics.jsonl`` (one JSON object a line) and to
+  TensorBoard under ``model_dir/tensorboard``.
   """
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
@@ -101,8 +86,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
                                              mesh)
 
   # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) from scratch.
-  manager = checkpoint_manager(model_dir, keep_checkpoints)
-  restored = restore_latest(manager, jax.tree_util.tree_map(
+  manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
+  restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
       lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
   if restored is not None:
     state, data_position = restored
@@ -121,11 +106,28 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   compiled = step_fn.lower(state, input_pipeline.to_global(example, mesh), base_key).compile()
   flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
 
-  # --- Loop.
+  # --- Evaluation: the same `evaluate` as `python -m meena_jax.eval`, batches read once.
+  if eval_every:
+    score_fn = evaluation.make_score_fn(model, shardings.params, mesh)
+    eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
+                                                input_length, target_length)
+
+  # --- Loop. Process 0 writes the metrics; every process saves its shards.
   records, window = [], _Window(start_step)
-  metrics_file = open(model_dir / "metrics.jsonl", "a")  # pylint: disable=consider-using-with
-  bar = tqdm.tqdm(total=train_steps, initial=start_step, disable=not progress,
+  writer = metric_writers.create_default_writer(
+      model_dir / "tensorboard", just_logging=jax.process_index() > 0, asynchronous=False)
+  metrics_file = open(model_dir / "metrics.jsonl" if jax.process_index() == 0 else os.devnull,
+                      "a")  # pylint: disable=consider-using-with
+  bar = tqdm.tqdm(total=train_steps, initial=start_step,
+                  disable=not progress or jax.process_index() > 0,
                   desc="train", unit="step", dynamic_ncols=True)
+
+  def emit(record):
+    records.append(record)
+    metrics_file.write(json.dumps(record) + "\n")
+    metrics_file.flush()
+    writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
+
   try:
     for step in range(start_step + 1, train_steps + 1):
       batch = input_pipeline.to_global(next(batches), mesh)
@@ -138,18 +140,22 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
         sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
         record = _record(step, sums, window, schedule, flops_per_step,
                          peak_flops_per_device)
-        records.append(record)
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        emit(record)
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
         window = _Window(step)
       if is_checkpoint:
         manager.save(step, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave({"batches": step, "seed": seed})))
+      if eval_every and (step % eval_every == 0 or step == train_steps):
+        result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
+        emit({"step": step, "eval_loss": result["loss"],
+              "eval_perplexity": result["perplexity"], "eval_s": result["seconds"]})
+        bar.set_postfix(eval_ppl=f"{result['perplexity']:.1f}")
       bar.update(1)
   finally:
     bar.close()
+    writer.close()
     metrics_file.close()
     manager.wait_until_finished()
   return records

@@ -9,7 +9,10 @@ recent ``inputs`` tokens kept, no EOS); response -> ``targets`` (trimmed, EOS ap
 ``seqio.EncDecFeatureConverter`` then packs training batches or pads eval batches.
 """
 import functools
+import hashlib
 import os
+import pathlib
+import re
 from typing import Optional
 
 import seqio
@@ -61,8 +64,30 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR, **builder_kwargs) -> s
   if name not in SOURCES:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
   data_dir = os.path.expanduser(data_dir)  # TFDS would create a directory literally named "~".
-  builder = SOURCES[name](data_dir=data_dir, **builder_kwargs)
-  builder.download_and_prepare()  # A no-op once prepared; trains the vocabulary if missing.
+  return _register(name, SOURCES[name](data_dir=data_dir, **builder_kwargs))
+
+
+def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> seqio.Task:
+  """A task over one conversation JSONL file in the reddit2015 format (split ``test``), read
+  through the ``conversations_jsonl`` builder with Meena's filters and ``vocab_file`` (the
+  evaluated model's vocabulary). Prepared once per file content: the config name carries a hash
+  of the path, size and modification time."""
+  path = pathlib.Path(path).expanduser().resolve()
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no such conversation file")
+  stat = path.stat()
+  digest = hashlib.sha256(f"{path}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:10]
+  stem = re.sub(r"[^a-z0-9]+", "_", path.name.lower()).strip("_")
+  config = builders.JsonlConfig(name=f"file_{stem}_{digest}", files={"test": [str(path)]})
+  builder = builders.ConversationsJsonl(config=config, vocab_file=vocab_file,
+                                        data_dir=os.path.expanduser(data_dir))
+  return _register(f"jsonl_{stem}_{digest}", builder)
+
+
+def _register(name: str, builder) -> seqio.Task:
+  """Prepares ``builder`` (a no-op once done; trains the vocabulary if missing) and
+  (re)registers task ``name`` over it."""
+  builder.download_and_prepare()
   if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
     seqio.TaskRegistry.remove(name)
   vocabulary = seqio.SentencePieceVocabulary(str(builder.vocab_file))
