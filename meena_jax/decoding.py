@@ -329,15 +329,14 @@ def compile_search(search: Callable, model: Seq2Seq, mesh=None, **settings) -> C
 
   if mesh is None:
     return jax.jit(traced)
+  # As in training, shardings enter through the jit's arguments and XLA propagates them; no
+  # global mesh is set, since Flax re-traces DenseGeneral's init (to check shapes) and its
+  # flattened kernel cannot take the 3-axis constraint.
   batch, replicated = partitioning.batch_sharding(mesh), partitioning.replicated(mesh)
   shardings = param_shardings(model, mesh)
   jitted = {n: jax.jit(traced, in_shardings=(shardings, batch) + (replicated,) * (n - 2),
                        out_shardings=batch) for n in (2, 3)}
-
-  def call(*args):
-    with jax.set_mesh(mesh):
-      return jitted[len(args)](*args)
-  return call
+  return lambda *args: jitted[len(args)](*args)
 
 
 def sampler(model: Seq2Seq, config: DecodingConfig, mesh=None, min_length: int = 0):
