@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install test demo
+.PHONY: install test demo browser
 
 install: $(STAMP)
 
@@ -17,7 +17,17 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
+# The SSA app's browser test drives Debian's Chromium; install it where we can (root + apt),
+# otherwise that one test skips and says why.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	    timeout 300 apt-get update -qq >/dev/null 2>&1 && \
+	    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq chromium \
+	      chromium-driver >/dev/null 2>&1; } || \
+	  echo "No Chromium here: the SSA browser test will skip."
+
+test: $(STAMP) browser
 	$(PY) -m pytest -n 2 --dist loadgroup tests
 
 # The demo resumes from its last checkpoint: `rm -rf runs/demo` to start over.

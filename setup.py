@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Meena chatbot (Evolved Transformer seq2seq) in JAX/Flax",
     python_requires=">=3.11",
-    packages=["meena_jax", "meena_tasks"],
+    packages=["meena_jax", "meena_jax.ssa", "meena_tasks"],
     package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
     install_requires=[
         "jax>=0.10.2",
@@ -28,9 +28,12 @@ setup(
         "clu>=0.0.12",  # Metric writers (TensorBoard + logging).
         "tensorboard>=2.21.0",  # clu's TensorBoard writer imports it without declaring it.
         "tqdm>=4.66",
-        "matplotlib>=3.11.2",  # Loss and perplexity curves.
+        "matplotlib>=3.11.2",  # Loss, perplexity and SSA plots.
+        "flask>=3.1.3",  # The SSA rating app (meena_jax.ssa) ...
+        "waitress>=3.0.2",  # ... served by a threaded production WSGI server.
+        "krippendorff>=0.9.0",  # Inter-rater agreement.
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
     ],
-    extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6"]},
+    extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0"]},
 )
