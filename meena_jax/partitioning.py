@@ -67,11 +67,25 @@ def logical_to_sharding(names: Sequence[Optional[str]], mesh: Mesh,
 def param_shardings(boxed_params, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
   """Shardings of a tree of ``nn.LogicallyPartitioned`` leaves (from ``eval_shape`` of init)."""
   def one(path, leaf):
+    name = jax.tree_util.keystr(path)
     if not isinstance(leaf, nn.LogicallyPartitioned):
-      raise ValueError(f"parameter {jax.tree_util.keystr(path)} has no logical axis names")
-    return logical_to_sharding(leaf.names, mesh, rules, jax.tree_util.keystr(path))
+      raise ValueError(f"parameter {name} has no logical axis names")
+    sharding = logical_to_sharding(leaf.names, mesh, rules, name)
+    check_divisible(name, leaf.value.shape, leaf.names, sharding.spec, mesh)
+    return sharding
   return jax.tree_util.tree_map_with_path(
       one, boxed_params, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+
+
+def check_divisible(name: str, shape, logical_names, spec, mesh: Mesh):
+  """Raises naming the parameter, its axis and the mesh axis when a split is uneven (XLA would
+  otherwise fail later with no parameter named)."""
+  for size, logical, axis in zip(shape, logical_names, tuple(spec) + (None,) * len(shape)):
+    if axis is not None and size % mesh.shape[axis]:
+      raise ValueError(
+          f"parameter {name}: axis {logical!r} of size {size} does not divide over mesh axis "
+          f"{axis!r} of {mesh.shape[axis]} devices (shape {tuple(shape)}); choose a mesh "
+          f"whose {axis!r} size divides it, or a model whose {logical!r} size does")
 
 
 def slot_shardings(opt_state_shapes, params_shapes, shardings, mesh: Mesh):
