@@ -39,6 +39,16 @@ def register_training():
     gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
 
 
+def register_decoding():
+  """Makes ``DecodingConfig`` and ``load_responder`` configurable for the chat command, and
+  the training configurables too: chat reads a run file, whose task gives the vocabulary."""
+  from meena_jax import chat, decoding  # pylint: disable=import-outside-toplevel
+  register_training()
+  if "load_responder" not in gin.config._REGISTRY:  # pylint: disable=protected-access
+    gin.external_configurable(decoding.DecodingConfig, name="DecodingConfig")
+    gin.external_configurable(chat.load_responder, name="load_responder")
+
+
 def _binding(text: str) -> str:
   """``KEY=VALUE`` -> a gin binding, quoting VALUE when it is not a valid gin value."""
   key, sep, value = text.partition("=")

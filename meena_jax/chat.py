@@ -1,0 +1,312 @@
+"""Talk to a trained model: interactive chat, batch JSONL, a JSON-lines server on stdio, prompts.
+
+  python -m meena_jax.chat --gin_file=gin/runs/et_tiny_chitchat.gin \
+      --gin_file=gin/decoding/chat.gin --gin.CHECKPOINT=runs/demo          # interactive
+  ... --input contexts.jsonl --output responses.jsonl                      # batch, progress bar
+  ... --stdio            # {"context": ["turn", ...]} per stdin line -> {"response": "..."}
+  ... --prompt "Hi!" --prompt "What do you do?"   # sample-and-rank next to beam, then exit
+
+Contexts are turns joined with ``<turn>`` and cut to their most recent tokens by the training
+task's own preprocessors (``meena_tasks.seqio_tasks``), so the model reads what it was trained
+on. Answers come from ``decoding.py``; sample-and-rank answers pass the repetition filter.
+"""
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from typing import Optional, Sequence, TextIO
+
+import jax
+import numpy as np
+
+from meena_jax import decoding, repetition
+from meena_jax.config import ModelConfig
+from meena_jax.model import Seq2Seq
+
+MODES = ("sample", "beam")
+
+
+@dataclasses.dataclass
+class Reply:
+  """One answer: its text, the search that made it, seconds taken, and what the user should
+  know (a cut context, every candidate filtered)."""
+  text: str
+  mode: str
+  seconds: float
+  notices: list
+
+
+def tokenize_contexts(contexts: Sequence[Sequence[str]], vocabulary, length: int) -> list:
+  """(most recent ``length`` token ids, full token count) per context, through the training
+  task's ``join_turns`` and ``keep_most_recent_inputs``."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+  dataset = tf.data.Dataset.from_generator(
+      lambda: ({"context": list(turns) or [""], "response": "", "id": ""} for turns in contexts),
+      output_signature={"context": tf.TensorSpec([None], tf.string),
+                        "response": tf.TensorSpec([], tf.string),
+                        "id": tf.TensorSpec([], tf.string)})
+  dataset = seqio.preprocessors.tokenize(
+      seqio_tasks.join_turns(dataset),
+      {"inputs": seqio.Feature(vocabulary, add_eos=False),
+       "targets": seqio.Feature(vocabulary, add_eos=True)}, copy_pretokenized=False)
+  dataset = dataset.map(lambda ex: {**ex, "full_length": tf.size(ex["inputs"])})
+  dataset = seqio_tasks.keep_most_recent_inputs(dataset, {"inputs": length})
+  return [(ex["inputs"], int(ex["full_length"])) for ex in dataset.as_numpy_iterator()]
+
+
+class Responder:
+  """Answers batches of conversations with compiled sample-and-rank or beam search.
+
+  Batches are padded to ``batch_size`` contexts of ``context_length`` tokens, so each search
+  compiles once. Sampling keys derive from ``seed`` and a call counter.
+  """
+
+  def __init__(self, model: Seq2Seq, params, vocabulary, config: decoding.DecodingConfig, *,
+               context_length: int = 128, context_turns: int = 7, batch_size: int = 8,
+               seed: int = 0):
+    self.vocabulary, self.config = vocabulary, config
+    self.context_length, self.context_turns, self.batch_size = (context_length, context_turns,
+                                                                batch_size)
+    self._params = params
+    self._search = {"sample": decoding.sampler(model, config), "beam": decoding.beam(model, config)}
+    self._key, self._calls = jax.random.key(seed), 0
+
+  def respond(self, contexts: Sequence[Sequence[str]], mode: str = "sample") -> list:
+    """One ``Reply`` per context (a list of turns, oldest first; the last ``context_turns``
+    are read)."""
+    if mode not in MODES:
+      raise ValueError(f"mode {mode!r}: choose one of {MODES}")
+    replies = []
+    for start in range(0, len(contexts), self.batch_size):
+      replies += self._respond_batch([list(c)[-self.context_turns:] for c in
+                                      contexts[start:start + self.batch_size]], mode)
+    return replies
+
+  def _respond_batch(self, contexts, mode):
+    started = time.perf_counter()
+    encoded = tokenize_contexts(contexts, self.vocabulary, self.context_length)
+    tokens = np.zeros((self.batch_size, self.context_length), np.int32)
+    for row, (ids, _) in enumerate(encoded):
+      tokens[row, :len(ids)] = ids
+    if mode == "sample":
+      self._calls += 1
+      result = self._search[mode](self._params, tokens,
+                                  jax.random.fold_in(self._key, self._calls))
+    else:
+      result = self._search[mode](self._params, tokens)
+    result = jax.device_get(result)
+    replies = []
+    for row, turns in enumerate(contexts):
+      notices = []
+      full_length = encoded[row][1]
+      if full_length > self.context_length:
+        notices.append(f"context cut to its most recent {self.context_length} tokens "
+                       f"(it had {full_length})")
+      if mode == "sample":
+        choice = repetition.choose(
+            result.tokens[row], result.scores[row],
+            [self.vocabulary.encode(turn) for turn in turns], self.config.repetition_ngram)
+        if choice.fell_back:
+          notices.append(f"all {len(choice.dropped)} candidates repeat an earlier turn or "
+                         f"themselves; answering with the best of them anyway")
+        ids = choice.tokens
+      else:
+        ids = repetition.response_tokens(result.tokens[row, 0])
+      replies.append(Reply(self.vocabulary.decode(ids), mode, 0.0, notices))
+    seconds = (time.perf_counter() - started) / max(len(contexts), 1)
+    for reply in replies:
+      reply.seconds = seconds
+    return replies
+
+
+def load_responder(*, model_config: ModelConfig, checkpoint: str,
+                   decoding_config: decoding.DecodingConfig, task=None,
+                   vocab_file: Optional[str] = None, context_length: int = 128,
+                   context_turns: int = 7, batch_size: int = 8, seed: int = 0) -> Responder:
+  """A ``Responder`` over ``checkpoint``'s parameters (a run directory or one of its
+  ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s."""
+  import seqio  # pylint: disable=import-outside-toplevel
+  from meena_jax import checkpoints  # pylint: disable=import-outside-toplevel
+  if vocab_file:
+    vocabulary = seqio.SentencePieceVocabulary(vocab_file)
+  elif task is not None:
+    vocabulary = task.output_features["inputs"].vocabulary
+  else:
+    raise ValueError("load_responder needs a task or a vocab_file for its vocabulary")
+  if vocabulary.vocab_size > model_config.vocab_size:
+    raise ValueError(f"the vocabulary has {vocabulary.vocab_size} pieces but "
+                     f"ModelConfig.vocab_size is {model_config.vocab_size}")
+  model = Seq2Seq(model_config)
+  params = checkpoints.load_params(checkpoint, model)
+  return Responder(model, params, vocabulary, decoding_config, context_length=context_length,
+                   context_turns=context_turns, batch_size=batch_size, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input: bytes that must be UTF-8, lines that must be JSON.
+
+
+class BadLine(ValueError):
+  """An input line that cannot be read; the message names the line."""
+
+
+def decode_line(raw: bytes, where: str) -> str:
+  try:
+    return raw.decode("utf-8").rstrip("\r\n")
+  except UnicodeDecodeError as error:
+    raise BadLine(f"{where}: invalid UTF-8 (byte 0x{raw[error.start]:02x} at column "
+                  f"{error.start + 1})") from None
+
+
+def parse_context(text: str, where: str) -> list:
+  try:
+    record = json.loads(text)
+  except json.JSONDecodeError as error:
+    raise BadLine(f"{where}: not JSON ({error.msg})") from None
+  context = record.get("context") if isinstance(record, dict) else None
+  if not isinstance(context, list) or not all(isinstance(t, str) for t in context):
+    raise BadLine(f'{where}: expected {{"context": ["turn 1", "turn 2", ...]}}')
+  return context
+
+
+# ----------------------------------------------------------------------------------------------
+# The four ways to talk.
+
+
+def interactive(responder: Responder, stdin, out: TextIO, mode: str = "sample"):
+  """A conversation on a terminal: the last ``context_turns`` turns are the context."""
+  history, line_number = [], 0
+  out.write("Type a message; /sample or /beam switch the search, /reset forgets the "
+            "conversation, /quit or Ctrl-D leaves.\n")
+  while True:
+    out.write("you> ")
+    out.flush()
+    raw = stdin.readline()
+    line_number += 1
+    if not raw:  # Ctrl-D.
+      out.write("\n")
+      return
+    try:
+      text = decode_line(raw, f"line {line_number}").strip()
+    except BadLine as error:
+      out.write(f"{error}; please type it again\n")
+      continue
+    if not text:
+      out.write("(empty message: type something, or /quit)\n")
+      continue
+    if text == "/quit":
+      return
+    if text == "/reset":
+      history = []
+      out.write("(conversation reset)\n")
+      continue
+    if text in ("/sample", "/beam"):
+      mode = text[1:]
+      out.write(f"(answering with {'sample-and-rank' if mode == 'sample' else 'beam search'})\n")
+      continue
+    history = (history + [text])[-responder.context_turns:]
+    reply = responder.respond([history], mode)[0]
+    for notice in reply.notices:
+      out.write(f"({notice})\n")
+    out.write(f"meena> {reply.text}    [{reply.seconds:.2f} s, {mode}]\n")
+    history = (history + [reply.text])[-responder.context_turns:]
+
+
+def serve_stdio(responder: Responder, stdin, out: TextIO, mode: str = "sample"):
+  """One ``{"response": ...}`` JSON line per input line, flushed at once (``{"error": ...}``
+  for a line that cannot be read), for programs that drive the model, like the SSA app."""
+  for line_number, raw in enumerate(iter(stdin.readline, b""), start=1):
+    try:
+      context = parse_context(decode_line(raw, f"line {line_number}"), f"line {line_number}")
+      reply = responder.respond([context], mode)[0]
+      record = {"response": reply.text}
+      if reply.notices:
+        record["notices"] = reply.notices
+    except BadLine as error:
+      record = {"error": str(error)}
+    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def answer_file(responder: Responder, input_path: str, output_path: str, mode: str = "sample",
+                progress: bool = True) -> int:
+  """Answers every ``{"context": [...]}`` line of ``input_path`` into ``output_path`` (the
+  input record plus ``response``); a bad line stops the run before anything is written."""
+  import tqdm  # pylint: disable=import-outside-toplevel
+  with open(input_path, "rb") as f:
+    raw_lines = f.read().splitlines()
+  contexts = [parse_context(decode_line(raw, f"{input_path}:{n}"), f"{input_path}:{n}")
+              for n, raw in enumerate(raw_lines, start=1) if raw.strip()]
+  with open(output_path, "w", encoding="utf-8") as out, tqdm.tqdm(
+      total=len(contexts), desc=mode, unit="context", disable=not progress) as bar:
+    for start in range(0, len(contexts), responder.batch_size):
+      batch = contexts[start:start + responder.batch_size]
+      for context, reply in zip(batch, responder.respond(batch, mode)):
+        record = {"context": context, "response": reply.text, "mode": mode}
+        if reply.notices:
+          record["notices"] = reply.notices
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+      bar.update(len(batch))
+  return len(contexts)
+
+
+def compare_prompts(responder: Responder, prompts: Sequence[str], out: TextIO):
+  """Each prompt's sample-and-rank answer next to its beam-search answer."""
+  for prompt, sampled, beamed in zip(prompts, responder.respond([[p] for p in prompts]),
+                                     responder.respond([[p] for p in prompts], "beam")):
+    out.write(f"> {prompt}\n  sample-and-rank: {sampled.text}\n  beam search:     "
+              f"{beamed.text}\n")
+    for notice in sampled.notices + beamed.notices:
+      out.write(f"  ({notice})\n")
+  out.flush()
+
+
+def main(argv=None):
+  """Parses gin flags and the mode, loads the checkpoint, and talks."""
+  from meena_jax import checkpoints, cli  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--input", help="JSONL of {\"context\": [...]} to answer in batches")
+  parser.add_argument("--output", help="where --input's answers go (JSONL)")
+  parser.add_argument("--stdio", action="store_true", help="JSON lines on stdin -> stdout")
+  parser.add_argument("--prompt", action="append", default=[],
+                      help="answer this one-turn prompt with both searches (repeatable)")
+  parser.add_argument("--mode", choices=MODES, default="sample", help="search to start with")
+  cli.register_decoding()
+  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
+  if bool(args.input) != bool(args.output):
+    raise SystemExit("--input and --output go together")
+  if cli._value("load_responder.checkpoint") is None:  # pylint: disable=protected-access
+    raise SystemExit("load_responder.checkpoint (the CHECKPOINT macro) is required: pass "
+                     "--gin.CHECKPOINT=/path/to/MODEL_DIR")
+  try:
+    responder = gin_responder()
+  except checkpoints.CheckpointMismatchError as error:
+    raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
+  except FileNotFoundError as error:
+    raise SystemExit(str(error)) from None
+  try:
+    if args.prompt:
+      compare_prompts(responder, args.prompt, sys.stdout)
+    elif args.input:
+      count = answer_file(responder, args.input, args.output, args.mode)
+      print(f"wrote {count} responses to {args.output}", file=sys.stderr)
+    elif args.stdio:
+      serve_stdio(responder, sys.stdin.buffer, sys.stdout, args.mode)
+    else:
+      interactive(responder, sys.stdin.buffer, sys.stdout, args.mode)
+  except BadLine as error:
+    raise SystemExit(str(error)) from None
+  except KeyboardInterrupt:
+    print(file=sys.stderr)
+
+
+def gin_responder() -> Responder:
+  import gin  # pylint: disable=import-outside-toplevel
+  return gin.get_configurable("load_responder")()
+
+
+if __name__ == "__main__":
+  main()
