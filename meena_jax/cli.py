@@ -39,6 +39,32 @@ def register_training():
     gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
 
 
+def add_distributed_flags(parser: argparse.ArgumentParser):
+  """Flags of a command that may run as one of several processes (hosts)."""
+  group = parser.add_argument_group("multi-host")
+  group.add_argument("--distributed", action="store_true",
+                     help="call jax.distributed.initialize() with no arguments: the cluster "
+                          "(TPU pod, SLURM, ...) is detected from the environment")
+  group.add_argument("--coordinator_address", help="host:port of process 0 (explicit setup)")
+  group.add_argument("--num_processes", type=int, help="number of processes (explicit setup)")
+  group.add_argument("--process_id", type=int, help="this process's index (explicit setup)")
+
+
+def initialize_distributed(args: argparse.Namespace):
+  """``jax.distributed.initialize`` from the flags (all three explicit ones, or
+  ``--distributed``); single-process otherwise. CPU processes talk over gloo."""
+  explicit = [args.coordinator_address, args.num_processes, args.process_id]
+  if any(v is not None for v in explicit):
+    if any(v is None for v in explicit):
+      raise SystemExit("--coordinator_address, --num_processes and --process_id go together")
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
+  elif args.distributed:
+    import jax  # pylint: disable=import-outside-toplevel
+    jax.distributed.initialize()
+
+
 def register_decoding():
   """Makes ``DecodingConfig`` and ``load_responder`` configurable for the chat command, and
   the training configurables too: chat reads a run file, whose task gives the vocabulary."""

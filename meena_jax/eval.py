@@ -181,6 +181,12 @@ def main(argv=None):
   result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
                           **overrides)
   print(json.dumps(result, indent=2))
+  line = (f"{result['task']} {result['split']}: perplexity {result['perplexity']:.2f} "
+          f"({result['target_tokens']} target tokens of {result['examples']} examples), "
+          f"word perplexity {result['word_perplexity']:.2f}")
+  if "unigram_perplexity" in result:
+    line += f"; the unigram model of the training targets: {result['unigram_perplexity']:.2f}"
+  print(line)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
 ``train()`` takes plain keyword arguments (tests call it directly); gin binds them only in
 ``main``. The file reads in the order the run happens: mesh, data, state, restore, loop.
 """
+import argparse
 import dataclasses
 import json
 import logging
@@ -59,13 +60,14 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           checkpoint_every: int = 200, keep_checkpoints: int = 3,
           peak_flops_per_device: Optional[float] = None, eval_every: int = 0,
           eval_split: str = "validation", eval_batch_size: Optional[int] = None,
-          progress: bool = True) -> list[dict]:
+          input_shards: Optional[int] = None, progress: bool = True) -> list[dict]:
   """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
 
   Resumes from the newest checkpoint in ``model_dir``. Every ``eval_every`` steps (and at the
   end; 0: never) evaluates perplexity on ``eval_split``. Returns the logged records (train
   and eval), which also go to ``model_dir/metrics.jsonl`` (one JSON object a line) and to
-  TensorBoard under ``model_dir/tensorboard``.
+  TensorBoard under ``model_dir/tensorboard``. ``input_shards`` (default: one per process)
+  fixes how the data is split, so runs on different numbers of hosts see the same batches.
   """
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +83,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   schedule = train_step.meena_schedule(learning_rate, constant_steps)
   example = next(input_pipeline.host_batches(
       task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
-      seed=seed, repeat=True))
+      seed=seed, repeat=True, input_shards=input_shards))
   state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
                                              mesh)
 
@@ -97,7 +99,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   # --- Data, continued where the checkpoint left it.
   batches = input_pipeline.host_batches(
       task, "train", batch_size, input_length, target_length, pack=True, shuffle=True,
-      seed=seed, repeat=True, skip_batches=start_step)
+      seed=seed, repeat=True, skip_batches=start_step, input_shards=input_shards)
 
   # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
   step_fn = train_step.jit_train_step(model, optimizer, shardings,
@@ -183,11 +185,15 @@ def main(argv=None):
   """Parses gin flags, writes the operative config to MODEL_DIR, and trains."""
   from meena_jax import cli  # gin stays at the edge.
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  parser = argparse.ArgumentParser(description=__doc__)
+  cli.add_distributed_flags(parser)
   cli.register_training()
-  cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__)
+  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
+  cli.initialize_distributed(args)
   records = cli.configured_train()
-  if records:
-    last = records[-1]
+  train_records = [r for r in records if "loss" in r]
+  if train_records and jax.process_index() == 0:
+    last = train_records[-1]
     print(f"step {last['step']}: loss {last['loss']:.3f}, perplexity {last['perplexity']:.1f}")
 
 
