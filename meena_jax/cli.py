@@ -96,6 +96,9 @@ def parse_args(argv: Sequence[str], description: str, parser: argparse.ArgumentP
   declares. Unknown flags stop the program with their name.
   """
   parser = parser or argparse.ArgumentParser(description=description)
+  # SeqIO and TFDS log advice (caching, packing) through absl at WARNING on every run; real
+  # problems still show, and meena_jax's own warnings use their own loggers.
+  logging.getLogger("absl").setLevel(logging.ERROR)
   parser.add_argument("--gin_file", action="append", default=[],
                       help="gin file to parse (repeatable, applied in order)")
   parser.add_argument("--gin_search_path", action="append", default=[],
