@@ -1,0 +1,501 @@
+"""Train on a Cloud TPU slice with one command: create it, install meena_jax on every worker,
+start the same training command on all of them, follow the log, delete the slice.
+
+  python launch/tpu_pod.py --tpu_name=meena-tiny --zone=europe-west4-a --project=my-project \\
+      --accelerator_type=v3-32 --git_ref=main --repo_url=https://github.com/ORG/meena_jax \\
+      --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=gs://BUCKET/tiny \\
+      --gin.BATCH_SIZE=256 --dry_run
+
+``--dry_run`` prints the plan (slice, mesh, batch split, train state per device) and the
+``gcloud`` commands, and touches nothing. Without it the commands run one after another and the
+first failure stops the launch with that command's output. Each worker gets the repository (a
+git ref, or a wheel plus ``gin/``) in ``~/meena_jax`` with a Python 3.11 venv made by uv (TPU VM
+images ship 3.10), and every worker runs the same ``python -m meena_jax.train <gin flags>``,
+with ``--distributed`` on multi-host slices: each process then calls
+``jax.distributed.initialize()`` with no arguments, which finds the slice from the TPU VM
+metadata. The gin config is read here first, overrides included, so a mesh that does not fit
+the slice, a batch that does not split, a local MODEL_DIR on a multi-host slice or a train state
+larger than a device's memory is refused before anything is created.
+
+Slice facts (Cloud TPU system-architecture pages for v2/v3, v4, v5e and v5p; megacore from
+``jax.experimental.pallas.tpu.ChipVersion``):
+- v2-N, v3-N: N TensorCores, 2 per chip, one JAX device per core, 8 cores per host
+  (v3-32: 32 devices on 4 hosts). HBM 8 GiB (v2) / 16 GiB (v3) per core.
+- v4-N, v5p-N: N TensorCores, 2 per chip fused as one megacore device, so N/2 JAX devices,
+  4 chips per host (v4-32: 16 devices on 4 hosts). HBM 32 GiB (v4) / 95 GB (v5p) per chip.
+- v5litepod-N (also spelt v5e-N here): N chips of one TensorCore, one device each, up to 8 chips
+  per host (v5litepod-16: 16 devices on 2 hosts; -1, -4 and -8 are one host). 16 GiB per chip.
+"""
+import argparse
+import collections
+import dataclasses
+import math
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+import time
+from typing import Optional, Sequence
+
+REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REMOTE_DIR = "~/meena_jax"  # Every worker's copy of the repository (or of its gin/ files).
+PYTHON = f"{REMOTE_DIR}/.venv/bin/python"
+JAX_TPU = '"jax[tpu]"'  # jax with libtpu, at the version meena_jax's own requirement allows.
+POLL_SECONDS = 30  # How often a queued resource's state is read while waiting for ACTIVE.
+GIB = 2 ** 30
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+  """What an accelerator type's number counts and how that maps to JAX devices and hosts."""
+  counts: str                 # What N in "<generation>-N" counts.
+  device: str                 # What one JAX device is.
+  devices_per_unit: float     # JAX devices per counted unit (0.5: two cores make one megacore).
+  devices_per_host: int
+  hbm_gib: float              # Per JAX device.
+  runtime_version: str        # Default TPU VM image.
+  sizes: Optional[tuple] = None  # Allowed N; None: any multiple of 8.
+  max_size: int = 0
+
+
+GENERATIONS = {
+    "v2": Generation("TensorCores", "TensorCore", 1, devices_per_host=8, hbm_gib=8,
+                     runtime_version="tpu-ubuntu2204-base", sizes=(8, 32, 128, 256, 512)),
+    "v3": Generation("TensorCores", "TensorCore", 1, devices_per_host=8, hbm_gib=16,
+                     runtime_version="tpu-ubuntu2204-base",
+                     sizes=(8, 32, 64, 128, 256, 512, 1024, 2048)),
+    "v4": Generation("TensorCores", "megacore chip", 0.5, devices_per_host=4, hbm_gib=32,
+                     runtime_version="tpu-ubuntu2204-base", max_size=8192),
+    "v5p": Generation("TensorCores", "megacore chip", 0.5, devices_per_host=4,
+                      hbm_gib=95e9 / GIB, runtime_version="v2-alpha-tpuv5", max_size=12288),
+    "v5litepod": Generation("chips", "chip", 1, devices_per_host=8, hbm_gib=16,
+                            runtime_version="v2-alpha-tpuv5-lite",
+                            sizes=(1, 4, 8, 16, 32, 64, 128, 256)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Slice:
+  accelerator_type: str  # As gcloud spells it.
+  generation: Generation
+  size: int
+
+  @property
+  def devices(self) -> int:
+    return int(self.size * self.generation.devices_per_unit)
+
+  @property
+  def hosts(self) -> int:
+    return max(1, self.devices // self.generation.devices_per_host)
+
+
+def parse_accelerator(text: str) -> Slice:
+  """``v3-32`` -> its Slice; an unknown generation or size is refused naming the flag."""
+  match = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v5e)-(\d+)", text)
+  if not match:
+    raise SystemExit(f"--accelerator_type={text}: expected v2-N, v3-N, v4-N, v5p-N or "
+                     f"v5litepod-N (v5e-N)")
+  name = "v5litepod" if match[1] == "v5e" else match[1]
+  generation, size = GENERATIONS[name], int(match[2])
+  if generation.sizes and size not in generation.sizes:
+    raise SystemExit(f"--accelerator_type={text}: {name} slices have "
+                     f"{', '.join(map(str, generation.sizes))} {generation.counts}")
+  if not generation.sizes and (size % 8 or not 8 <= size <= generation.max_size):
+    raise SystemExit(f"--accelerator_type={text}: {name} slices have a multiple of 8 "
+                     f"{generation.counts}, 8 to {generation.max_size}")
+  return Slice(f"{name}-{size}", generation, size)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """What the launcher needs from a run's gin config (overrides applied)."""
+  gin_files: tuple
+  overrides: tuple  # "KEY=VALUE", as given after --gin.
+  model_dir: str
+  batch_size: int
+  mesh_data: int
+  mesh_model: int
+  num_microbatches: int
+  input_shards: Optional[int]
+  learning_rate: float
+  constant_steps: int
+  model_config: object  # meena_jax.config.ModelConfig
+
+
+def read_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
+  """The RunConfig of the gin state already parsed from ``gin_files`` and ``overrides``."""
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  model_dir = cli.require("train.model_dir", "MODEL_DIR", "gs://BUCKET/run")
+  value = cli._value  # pylint: disable=protected-access
+  return RunConfig(
+      gin_files=tuple(gin_files), overrides=tuple(overrides), model_dir=str(model_dir),
+      batch_size=value("train.batch_size"), mesh_data=value("train.mesh_data"),
+      mesh_model=value("train.mesh_model"),
+      num_microbatches=value("train.num_microbatches") or 1,
+      input_shards=value("train.input_shards"),
+      learning_rate=value("train.learning_rate") or 0.01,
+      constant_steps=value("train.constant_steps") or 10_000,
+      model_config=cli.model_config())
+
+
+def load_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
+  """Parses a run's gin files and ``KEY=VALUE`` overrides afresh and reads its RunConfig."""
+  import gin  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  gin.clear_config()  # Unlocks it too: register_training() may not add to a locked one.
+  cli.register_training()
+  cli.parse_args([f"--gin_file={f}" for f in gin_files] + [f"--gin.{o}" for o in overrides],
+                 __doc__, argparse.ArgumentParser())
+  return read_run(gin_files, overrides)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """How a run sits on a slice: mesh sizes, batch rows and train-state bytes per device."""
+  data: int
+  model: int
+  rows_per_host: int
+  rows_per_device: int
+  params_bytes: float
+  optimizer_bytes: float
+
+
+def resolve_mesh(run: RunConfig, slice_: Slice) -> tuple[int, int]:
+  """(data, model) sizes on the slice, as ``partitioning.make_mesh`` will choose them."""
+  data, model, devices = run.mesh_data, run.mesh_model, slice_.devices
+  where = (f"the gin mesh MESH_DATA={data} x MESH_MODEL={model} (train.mesh_data, "
+           f"train.mesh_model) on --accelerator_type={slice_.accelerator_type} "
+           f"({devices} JAX devices)")
+  if data == -1 and model == -1 or min(data, model) == 0 or min(data, model) < -1:
+    raise SystemExit(f"{where}: sizes must be positive, and at most one of them -1")
+  known = model if data == -1 else data
+  if -1 in (data, model):
+    if devices % known:
+      raise SystemExit(f"{where}: {devices} devices do not divide by {known}")
+    return (devices // known, model) if data == -1 else (data, devices // known)
+  if data * model != devices:
+    raise SystemExit(f"{where}: {data} x {model} = {data * model} devices, not {devices}")
+  return data, model
+
+
+def check(run: RunConfig, slice_: Slice, keep: bool = False) -> Layout:
+  """Refuses, with a message naming the setting, a run that cannot work on ``slice_``."""
+  data, model = resolve_mesh(run, slice_)
+  batch, hosts, micro = run.batch_size, slice_.hosts, run.num_microbatches
+  shards = run.input_shards or hosts
+  if shards % hosts or batch % shards:
+    raise SystemExit(f"global batch BATCH_SIZE={batch} (train.batch_size) does not split over "
+                     f"{shards} input shards on the {hosts} hosts of "
+                     f"{slice_.accelerator_type}: use a multiple of {shards}")
+  if batch % (data * micro):
+    raise SystemExit(f"global batch BATCH_SIZE={batch} (train.batch_size) in {micro} "
+                     f"microbatches (train.num_microbatches) does not divide over the mesh's "
+                     f"data axis of {data} devices: use a multiple of {data * micro}, or "
+                     f"another MESH_DATA")
+  if not run.model_dir.startswith("gs://"):
+    if hosts > 1:
+      raise SystemExit(f"MODEL_DIR={run.model_dir}: {slice_.accelerator_type} has {hosts} hosts, "
+                       f"which must all write one checkpoint: use a gs:// path "
+                       f"(--gin.MODEL_DIR=gs://BUCKET/run)")
+    if not keep:
+      raise SystemExit(f"MODEL_DIR={run.model_dir} is on the TPU VM's disk, which is deleted "
+                       f"with the slice: use a gs:// path, or pass --keep")
+  params, optimizer = state_bytes_per_device(run, data, model)
+  hbm = slice_.generation.hbm_gib * GIB
+  if 2 * params + optimizer > hbm:
+    raise SystemExit(
+        f"the train state does not fit: {_size(params)} of parameters, the same again of "
+        f"gradients and {_size(optimizer)} of Adafactor state per device exceed the "
+        f"{_size(hbm)} of a {slice_.accelerator_type} device; raise MESH_MODEL "
+        f"(now {model}) or use a larger slice")
+  return Layout(data, model, batch // hosts, batch // data, params, optimizer)
+
+
+def state_bytes_per_device(run: RunConfig, data: int, model: int) -> tuple[float, float]:
+  """(parameter bytes, Adafactor bytes) one device holds on a (data, model) mesh.
+
+  Shapes come from ``jax.eval_shape`` of the model's init and of the optimizer's init (nothing
+  is allocated); shardings from the project's own rules on an abstract mesh, so an uneven split
+  fails here naming the parameter. Activations and the transient gradients are not included.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  from meena_jax import partitioning, train_step  # pylint: disable=import-outside-toplevel
+  from meena_jax.model import Seq2Seq  # pylint: disable=import-outside-toplevel
+  mesh = jax.sharding.AbstractMesh((data, model), partitioning.MESH_AXES)
+  module = Seq2Seq(run.model_config)
+  tokens = jax.ShapeDtypeStruct((1, 8), jax.numpy.int32)
+  boxed = jax.eval_shape(lambda t: module.init(jax.random.key(0), t, t), tokens)["params"]
+  params = nn.unbox(boxed)
+  try:
+    param_shardings = partitioning.param_shardings(boxed, mesh)
+  except ValueError as error:
+    raise SystemExit(str(error)) from None
+  optimizer = train_step.make_optimizer(run.learning_rate, run.constant_steps)
+  opt_state = jax.eval_shape(optimizer.init, params)
+  opt_shardings = partitioning.slot_shardings(opt_state, params, param_shardings, mesh)
+
+  def per_device(shapes, shardings):
+    total = 0.0
+    for shape, sharding in zip(jax.tree_util.tree_leaves(shapes),
+                               jax.tree_util.tree_leaves(shardings)):
+      axes = [a for entry in sharding.spec if entry
+              for a in (entry if isinstance(entry, tuple) else (entry,))]
+      total += shape.size * shape.dtype.itemsize / math.prod(mesh.shape[a] for a in axes)
+    return total
+  return per_device(params, param_shardings), per_device(opt_state, opt_shardings)
+
+
+def _size(n: float) -> str:
+  return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2 ** 20:.1f} MiB"
+
+
+def describe(run: RunConfig, slice_: Slice, layout: Layout) -> list[str]:
+  """The plan as comment lines: what the dry run and the launch print first."""
+  g = slice_.generation
+  params, optimizer = layout.params_bytes, layout.optimizer_bytes
+  return [
+      f"# {slice_.accelerator_type}: {slice_.devices} JAX devices (one {g.device} each) on "
+      f"{slice_.hosts} host{'s' if slice_.hosts > 1 else ''}, {_size(g.hbm_gib * GIB)} HBM each",
+      f"# mesh: data={layout.data} x model={layout.model}; global batch {run.batch_size} = "
+      f"{layout.rows_per_host} per host = {layout.rows_per_device} per data shard",
+      f"# train state per device: parameters {_size(params)} + Adafactor "
+      f"{_size(optimizer)} = {_size(params + optimizer)}; with gradients "
+      f"{_size(2 * params + optimizer)} (activations not counted)",
+  ]
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """Where and how to run: the slice, its name and place, and what to install."""
+  tpu_name: str
+  zone: str
+  project: str
+  slice: Slice
+  runtime_version: str
+  spot: bool = False
+  queued: bool = False
+  git_ref: Optional[str] = None
+  repo_url: Optional[str] = None
+  wheel: Optional[str] = None  # Relative to REPO_ROOT when inside it.
+
+
+@dataclasses.dataclass(frozen=True)
+class Step:
+  kind: str   # create, wait, copy, install, start, tail, delete
+  note: str
+  argv: tuple
+
+
+def build_steps(job: Job, run: RunConfig) -> list[Step]:
+  """The gcloud commands of a launch, in order (``execute`` runs them from REPO_ROOT)."""
+  where = (f"--zone={job.zone}", f"--project={job.project}")
+  vm = ("gcloud", "compute", "tpus", "tpu-vm")
+  queued = ("gcloud", "compute", "tpus", "queued-resources")
+  spot = ("--spot",) if job.spot else ()
+
+  def ssh(worker: str, command: str) -> tuple:
+    return vm + ("ssh", job.tpu_name, *where, f"--worker={worker}", f"--command={command}")
+
+  steps = []
+  if job.queued:
+    steps.append(Step("create", "queue a request for the slice", queued + (
+        "create", job.tpu_name, f"--node-id={job.tpu_name}", *where,
+        f"--accelerator-type={job.slice.accelerator_type}",
+        f"--runtime-version={job.runtime_version}", *spot)))
+    steps.append(Step("wait", f"until the request is ACTIVE (polled every {POLL_SECONDS} s)",
+                      queued + ("describe", job.tpu_name, *where, "--format=value(state.state)")))
+  else:
+    steps.append(Step("create", "create the slice", vm + (
+        "create", job.tpu_name, *where, f"--accelerator-type={job.slice.accelerator_type}",
+        f"--version={job.runtime_version}", *spot)))
+
+  # TPU VM images ship Python 3.10 and meena_jax needs 3.11: uv makes a 3.11 venv per worker.
+  venv = (f"python3 -m pip install --quiet --user uv && ~/.local/bin/uv venv --quiet "
+          f"--allow-existing --python 3.11 {REMOTE_DIR}/.venv && ~/.local/bin/uv pip install "
+          f"--quiet --python {PYTHON}")
+  if job.wheel:
+    wheel = pathlib.PurePosixPath(job.wheel).name
+    steps.append(Step("copy", "make the working directory on every worker",
+                      ssh("all", f"mkdir -p {REMOTE_DIR}")))
+    steps.append(Step("copy", "copy the wheel and the gin files to every worker", vm + (
+        "scp", "--recurse", job.wheel, "gin", f"{job.tpu_name}:{REMOTE_DIR}/", *where,
+        "--worker=all")))
+    steps.append(Step("install", "install meena_jax and jax[tpu] on every worker", ssh(
+        "all", f"{venv} {REMOTE_DIR}/{wheel} {JAX_TPU}")))
+  else:
+    ref, url = shlex.quote(job.git_ref), shlex.quote(job.repo_url)
+    steps.append(Step("install", f"check out {job.git_ref} and install it on every worker", ssh(
+        "all", f"(test -d {REMOTE_DIR} || git clone --quiet --no-checkout {url} {REMOTE_DIR}) "
+        f"&& cd {REMOTE_DIR} && git fetch --quiet origin {ref} && git checkout --quiet "
+        f"--detach FETCH_HEAD && {venv} -e . {JAX_TPU}")))
+
+  train = [".venv/bin/python", "-m", "meena_jax.train",
+           *(f"--gin_file={f}" for f in run.gin_files), *(f"--gin.{o}" for o in run.overrides)]
+  if job.slice.hosts > 1:
+    train.append("--distributed")
+  # The job outlives the ssh session; its exit status lands in train.rc for `tail` to return.
+  train_and_status = _double_quote(shlex.join(train) + "; echo $? > train.rc")
+  steps.append(Step("start", "start training on every worker (each logs to its train.log)", ssh(
+      "all", f"cd {REMOTE_DIR} && rm -f train.rc && setsid nohup bash -c {train_and_status} "
+      f"> train.log 2>&1 < /dev/null & echo $! > train.pid")))
+  steps.append(Step("tail", "follow worker 0's log until training ends; exit with its status",
+                    ssh("0", f"tail -n +1 --pid=$(cat {REMOTE_DIR}/train.pid) -f "
+                             f"{REMOTE_DIR}/train.log; exit $(cat {REMOTE_DIR}/train.rc "
+                             f"2>/dev/null || echo 1)")))
+  if job.queued:
+    steps.append(Step("delete", "delete the slice and its request", queued + (
+        "delete", job.tpu_name, *where, "--force", "--quiet")))
+  else:
+    steps.append(Step("delete", "delete the slice", vm + (
+        "delete", job.tpu_name, *where, "--quiet")))
+  return steps
+
+
+def _double_quote(text: str) -> str:
+  """``text`` as one double-quoted shell word (reads better than nested single quotes)."""
+  return '"' + re.sub(r'([\\"$`])', r"\\\1", text) + '"'
+
+
+def render(steps: Sequence[Step]) -> list[str]:
+  lines = []
+  for step in steps:
+    lines += [f"# {step.kind}: {step.note}", shlex.join(step.argv)]
+  return lines
+
+
+def execute(steps: Sequence[Step], delete: Optional[Step] = None, out=None):
+  """Runs ``steps`` from REPO_ROOT, streaming their output; the first failure exits with that
+  command's last output lines (and the delete command while a slice may be up)."""
+  out = out or sys.stdout
+  created = False
+  for step in steps:
+    print(f"# {step.kind}: {step.note}\n$ {shlex.join(step.argv)}", file=out, flush=True)
+    if step.kind == "wait":
+      _wait_active(step, out)
+    else:
+      code, tail = _run(step.argv, out)
+      if code:
+        hint = (f"\nThe slice may still be up; delete it with:\n  {shlex.join(delete.argv)}"
+                if delete is not None and created and step is not delete else "")
+        raise SystemExit(f"{step.kind} failed (exit {code}): {shlex.join(step.argv)}\n"
+                         f"--- its last output ---\n{tail}{hint}")
+    created = created or step.kind == "create"
+
+
+def _run(argv, out=None) -> tuple[int, str]:
+  """(exit code, last 40 lines) of ``argv``, its output streamed to ``out`` when given."""
+  try:
+    process = subprocess.Popen(  # pylint: disable=consider-using-with
+        argv, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        errors="replace")
+  except FileNotFoundError:
+    raise SystemExit(f"{argv[0]}: not found on PATH (install the Google Cloud CLI, or "
+                     f"use --dry_run)") from None
+  last = collections.deque(maxlen=40)
+  for line in process.stdout:
+    if out is not None:
+      out.write(line)
+      out.flush()
+    last.append(line)
+  return process.wait(), "".join(last).rstrip()
+
+
+def _wait_active(step: Step, out):
+  """Polls a queued resource until ACTIVE; FAILED or SUSPENDED ends the launch."""
+  while True:
+    code, text = _run(step.argv)
+    state = text.splitlines()[-1].strip() if text else ""
+    if code:
+      raise SystemExit(f"wait failed (exit {code}): {shlex.join(step.argv)}\n{text}")
+    if state == "ACTIVE":
+      return
+    if state in ("FAILED", "SUSPENDED"):
+      raise SystemExit(f"the queued resource is {state}: {shlex.join(step.argv)}")
+    print(f"# state {state or '?'}; next look in {POLL_SECONDS} s", file=out, flush=True)
+    time.sleep(POLL_SECONDS)
+
+
+def add_pod_flags(parser: argparse.ArgumentParser, required: bool = True):
+  """The slice and install flags (the sweep reuses them, optional unless --pod)."""
+  group = parser.add_argument_group("TPU slice")
+  group.add_argument("--tpu_name", required=required,
+                     help="name of the TPU VM (and queued resource)")
+  group.add_argument("--zone", required=required, help="e.g. europe-west4-a")
+  group.add_argument("--project", required=required, help="Google Cloud project id")
+  group.add_argument("--accelerator_type", required=required,
+                     help="v3-8 ... v3-2048, v4-N, v5p-N, v5litepod-N (v5e-N)")
+  group.add_argument("--runtime_version", help="TPU VM image (default: the generation's)")
+  group.add_argument("--spot", action="store_true", help="spot (preemptible) capacity")
+  group.add_argument("--queued", action="store_true",
+                     help="create through a queued resource and wait until it is ACTIVE")
+  group = parser.add_argument_group("what to install (one of)")
+  group.add_argument("--git_ref", help="branch, tag or commit of --repo_url to check out")
+  group.add_argument("--repo_url", help="git URL of this repository (with --git_ref)")
+  group.add_argument("--wheel", help="a local wheel of meena_jax (python -m pip wheel "
+                                     "--no-deps -w dist .); the gin/ directory is copied too")
+
+
+def make_job(args: argparse.Namespace, tpu_name: Optional[str] = None,
+             dry_run: bool = False) -> Job:
+  """A Job from the pod flags; the install source and gin files are checked here."""
+  slice_ = parse_accelerator(args.accelerator_type)
+  if bool(args.wheel) == bool(args.git_ref):
+    raise SystemExit("give what to install: --wheel=dist/meena_jax-0.1.0-py3-none-any.whl, or "
+                     "--git_ref=REF with --repo_url=URL (not both)")
+  if args.git_ref and not args.repo_url:
+    raise SystemExit(f"--git_ref={args.git_ref} needs --repo_url (the workers clone it)")
+  wheel = args.wheel
+  if wheel:
+    path = pathlib.Path(wheel).resolve()
+    if not dry_run and not path.is_file():
+      raise SystemExit(f"--wheel={wheel}: no such file")
+    wheel = str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path)
+  for gin_file in getattr(args, "gin_file", []):
+    if pathlib.Path(gin_file).is_absolute() or not (REPO_ROOT / gin_file).is_file():
+      raise SystemExit(f"--gin_file={gin_file}: workers read gin files from their copy of the "
+                       f"repository; give a path relative to {REPO_ROOT}")
+  if getattr(args, "gin_search_path", None):
+    raise SystemExit("--gin_search_path: workers see only the repository's gin files")
+  return Job(tpu_name or args.tpu_name, args.zone, args.project, slice_,
+             args.runtime_version or slice_.generation.runtime_version, args.spot,
+             args.queued, args.git_ref, args.repo_url, wheel)
+
+
+def main(argv=None):
+  import gin  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  argv = list(sys.argv[1:] if argv is None else argv)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  add_pod_flags(parser)
+  parser.add_argument("--dry_run", action="store_true", help="print the plan; run nothing")
+  parser.add_argument("--detach", action="store_true",
+                      help="return once training has started; print how to follow and delete")
+  parser.add_argument("--keep", action="store_true", help="do not delete the slice at the end")
+  gin.clear_config()  # Unlocks it too: register_training() may not add to a locked one.
+  cli.register_training()
+  args = cli.parse_args(argv, __doc__, parser)
+  job = make_job(args, dry_run=args.dry_run)
+  run = read_run(args.gin_file, [a[len("--gin."):] for a in argv if a.startswith("--gin.")])
+  layout = check(run, job.slice, keep=args.keep)
+  steps = build_steps(job, run)
+  delete = steps[-1]
+  if args.keep:
+    steps = steps[:-1]
+  later = []
+  if args.detach:
+    later = [s for s in steps if s.kind in ("tail", "delete")]
+    steps = [s for s in steps if s.kind not in ("tail", "delete")]
+  print("\n".join(describe(run, job.slice, layout)))
+  if args.dry_run:
+    print("\n".join(render(steps)))
+  else:
+    execute(steps, delete)
+  if later:
+    print("# started; later:\n" + "\n".join(render(later)))
+
+
+if __name__ == "__main__":
+  main()
