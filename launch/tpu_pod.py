@@ -335,11 +335,12 @@ def build_steps(job: Job, run: RunConfig) -> list[Step]:
            *(f"--gin_file={f}" for f in run.gin_files), *(f"--gin.{o}" for o in run.overrides)]
   if job.slice.hosts > 1:
     train.append("--distributed")
-  # The job outlives the ssh session; its exit status lands in train.rc for `tail` to return.
+  # The job outlives the ssh session (its own session, no terminal); its exit status lands in
+  # train.rc for `tail` to return, and train.pid lives exactly as long as the job.
   train_and_status = _double_quote(shlex.join(train) + "; echo $? > train.rc")
   steps.append(Step("start", "start training on every worker (each logs to its train.log)", ssh(
-      "all", f"cd {REMOTE_DIR} && rm -f train.rc && setsid nohup bash -c {train_and_status} "
-      f"> train.log 2>&1 < /dev/null & echo $! > train.pid")))
+      "all", f"cd {REMOTE_DIR} || exit 1; rm -f train.rc; setsid --wait nohup bash -c "
+      f"{train_and_status} > train.log 2>&1 < /dev/null & echo $! > train.pid")))
   steps.append(Step("tail", "follow worker 0's log until training ends; exit with its status",
                     ssh("0", f"tail -n +1 --pid=$(cat {REMOTE_DIR}/train.pid) -f "
                              f"{REMOTE_DIR}/train.log; exit $(cat {REMOTE_DIR}/train.rc "
@@ -359,10 +360,7 @@ def _double_quote(text: str) -> str:
 
 
 def render(steps: Sequence[Step]) -> list[str]:
-  lines = []
-  for step in steps:
-    lines += [f"# {step.kind}: {step.note}", shlex.join(step.argv)]
-  return lines
+  return [line for s in steps for line in (f"# {s.kind}: {s.note}", shlex.join(s.argv))]
 
 
 def execute(steps: Sequence[Step], delete: Optional[Step] = None, out=None):
