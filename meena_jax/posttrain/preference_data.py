@@ -48,12 +48,12 @@ class Comparison:
             if self.ranks[i] < self.ranks[j]]
 
 
-def split_turns(text: str, where: str) -> list:
+def split_turns(text: str, where: str, side: str = "the text") -> list:
   """``"\\n\\nHuman: a\\n\\nAssistant: b"`` -> ``[("Human", "a", start, end), ...]``; the
   offsets delimit the whole turn, marker included."""
   markers = list(_MARKER.finditer(text))
   if not markers or markers[0].start() != 0:
-    raise BadComparison(f"{where}: expected the text to start with {HUMAN!r}")
+    raise BadComparison(f"{where}: expected {side} to start with {HUMAN!r}")
   return [(m[1], text[m.end():(markers[i + 1].start() if i + 1 < len(markers) else len(text))],
            m.start(), markers[i + 1].start() if i + 1 < len(markers) else len(text))
           for i, m in enumerate(markers)]
@@ -64,7 +64,7 @@ def from_hh(record: dict, where: str) -> Comparison:
   sides = [record["chosen"], record["rejected"]]
   if not all(isinstance(s, str) for s in sides):
     raise BadComparison(f"{where}: 'chosen' and 'rejected' must be strings")
-  turns = [split_turns(s, f"{where} ({k})") for s, k in zip(sides, ("chosen", "rejected"))]
+  turns = [split_turns(s, where, f"the {k} side") for s, k in zip(sides, ("chosen", "rejected"))]
   shared = 0
   while (shared < min(map(len, turns)) and turns[0][shared][:2] == turns[1][shared][:2]):
     shared += 1

@@ -1,0 +1,84 @@
+"""Post-training commands (InstructGPT's three steps, and DPO), configured with gin:
+
+  python -m meena_jax.posttrain sft --gin_file=gin/posttrain/sft_et_tiny_chitchat.gin \
+      --gin.INIT_CHECKPOINT=runs/pretrain --gin.MODEL_DIR=runs/sft
+  python -m meena_jax.posttrain rm  --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
+      --gin.INIT_CHECKPOINT=runs/sft --gin.RUN_DIR=runs/rm
+  python -m meena_jax.posttrain rm_eval --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
+      --gin.CHECKPOINT=runs/rm
+  python -m meena_jax.posttrain dpo --gin_file=gin/posttrain/dpo_et_tiny_hh.gin \
+      --gin.INIT_CHECKPOINT=runs/sft --gin.RUN_DIR=runs/dpo
+  python -m meena_jax.posttrain ppo --gin_file=gin/posttrain/ppo_et_tiny_hh.gin \
+      --gin.POLICY_CHECKPOINT=runs/sft --gin.REWARD_CHECKPOINT=runs/rm --gin.RUN_DIR=runs/ppo
+  python -m meena_jax.posttrain report runs/ppo [runs/ppo_beta0 ...] [--output curves.png]
+
+``sft`` is the trainer (``meena_jax.train``) started from a checkpoint's parameters; the others
+call ``commands.py``. gin is imported here only.
+"""
+import argparse
+import json
+import logging
+import sys
+
+COMMANDS = ("sft", "rm", "rm_eval", "dpo", "ppo", "report")
+
+
+def _register():
+  import gin  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  from meena_jax.posttrain import commands, ppo  # pylint: disable=import-outside-toplevel
+  cli.register_training()
+  if "train_reward_model" not in gin.config._REGISTRY:  # pylint: disable=protected-access
+    gin.external_configurable(commands.sft_steps, name="sft_steps")
+    gin.external_configurable(commands.train_reward_model, name="train_reward_model")
+    gin.external_configurable(commands.evaluate_reward_model, name="evaluate_reward_model")
+    gin.external_configurable(commands.train_dpo, name="train_dpo")
+    gin.external_configurable(commands.train_ppo, name="train_ppo")
+    gin.external_configurable(ppo.PPOConfig, name="PPOConfig")
+  return gin, cli
+
+
+def _report(argv):
+  from meena_jax.posttrain import report  # pylint: disable=import-outside-toplevel
+  parser = argparse.ArgumentParser(prog="python -m meena_jax.posttrain report",
+                                   description=report.__doc__)
+  parser.add_argument("run_dirs", nargs="+", help="PPO run directories (one line each)")
+  parser.add_argument("--output", help="PNG path (default: <first run>/ppo.png)")
+  args = parser.parse_args(argv)
+  print(report.plot(args.run_dirs, args.output))
+
+
+def main(argv=None):
+  argv = sys.argv[1:] if argv is None else argv
+  if not argv or argv[0] not in COMMANDS:
+    raise SystemExit(f"usage: python -m meena_jax.posttrain {{{','.join(COMMANDS)}}} ...\n"
+                     f"{__doc__}")
+  command, argv = argv[0], argv[1:]
+  if command == "report":
+    return _report(argv)
+  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  gin, cli = _register()
+  parser = argparse.ArgumentParser(prog=f"python -m meena_jax.posttrain {command}")
+  cli.add_distributed_flags(parser)
+  args = cli.parse_args(argv, __doc__, parser)
+  cli.initialize_distributed(args)
+  if command == "sft":
+    records = cli.configured_train()
+    last = [r for r in records if "loss" in r][-1:]
+    if last:
+      print(f"step {last[0]['step']}: loss {last[0]['loss']:.3f}")
+    return None
+  name = {"rm": "train_reward_model", "rm_eval": "evaluate_reward_model", "dpo": "train_dpo",
+          "ppo": "train_ppo"}[command]
+  run_dir_macro = {"rm_eval": None}.get(command, "RUN_DIR")
+  if run_dir_macro:
+    cli.require(f"{name}.run_dir", run_dir_macro, "/path/to/run")
+  result = gin.get_configurable(name)()
+  if command == "ppo":
+    result = result[-1] if result else {}
+  print(json.dumps(result, indent=2))
+  return None
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,166 @@
+"""The post-training jobs as plain functions of their settings: what ``python -m
+meena_jax.posttrain`` binds with gin. Each reads files and checkpoints, calls the library
+(``rm``, ``dpo``, ``ppo``), and writes its result as JSON next to its metrics.
+
+Vocabulary: the run's SeqIO task's (the model's own), so preference text is tokenized the way
+the model was trained. Contexts keep their most recent ``input_length`` tokens.
+"""
+import json
+import logging
+import math
+import pathlib
+from typing import Optional
+
+import jax
+import numpy as np
+
+from meena_jax import checkpoints, input_pipeline, partitioning
+from meena_jax.config import ModelConfig
+from meena_jax.model import Seq2Seq
+from meena_jax.posttrain import dpo, ppo, preference_data, rm
+from meena_jax.posttrain.reward_model import RewardModel
+
+log = logging.getLogger("meena_jax.posttrain")
+
+
+def _vocabulary(task):
+  return task.output_features["targets"].vocabulary
+
+
+def _load(path, vocabulary, input_length, target_length, max_examples: int = 0):
+  comparisons = preference_data.read_comparisons(path)
+  if max_examples:
+    comparisons = comparisons[:max_examples]
+  arrays = preference_data.encode_comparisons(comparisons, vocabulary, input_length,
+                                              target_length)
+  return comparisons, arrays
+
+
+def _write(run_dir, name: str, result: dict) -> dict:
+  path = pathlib.Path(run_dir) / name
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(result, indent=2) + "\n")
+  return result
+
+
+def sft_steps(*, task, epochs: float, batch_size: int, input_length: int, target_length: int,
+              split: str = "train") -> int:
+  """Steps for ``epochs`` passes over ``task``'s split as the trainer packs it: the packed
+  rows of one pass (counted once) times epochs, over the batch size."""
+  rows = sum(len(b["decoder_target_tokens"]) for b in input_pipeline.host_batches(
+      task, split, 1, input_length, target_length, pack=True, shuffle=False, seed=None,
+      repeat=False))
+  steps = max(1, math.ceil(epochs * rows / batch_size))
+  log.info("%s epochs of %d packed rows at batch %d: %d steps", epochs, rows, batch_size, steps)
+  return steps
+
+
+def train_reward_model(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
+                       eval_file: Optional[str] = None, init_checkpoint: Optional[str] = None,
+                       input_length: int = 128, target_length: int = 128,
+                       batch_size: int = 32, epochs: int = 1, learning_rate: float = 1e-4,
+                       seed: int = 0, mesh_data: int = -1, mesh_model: int = 1,
+                       max_examples: int = 0) -> dict:
+  """Reward model from ``init_checkpoint`` (an SFT or pretraining run) on ``train_file``;
+  held-out accuracy on ``eval_file`` next to both length baselines -> ``run_dir/rm_eval.json``."""
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  vocabulary = _vocabulary(task)
+  _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
+  backbone = (checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
+              if init_checkpoint else None)
+  eval_data = None
+  if eval_file:
+    eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
+  _, records = rm.train(model_config=model_config, train_data=train_data, run_dir=run_dir,
+                        mesh=mesh, backbone=backbone, eval_data=eval_data,
+                        batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
+                        seed=seed)
+  result = {"train_file": train_file, "init_checkpoint": init_checkpoint,
+            "train_accuracy_last_window": records[-2 if eval_file else -1]["accuracy"]}
+  if eval_file:
+    result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
+                                              if k.startswith("eval_")},
+                   "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
+                       eval_comparisons)})
+  return _write(run_dir, "rm_eval.json", result)
+
+
+def evaluate_reward_model(*, model_config: ModelConfig, task, checkpoint: str, eval_file: str,
+                          input_length: int = 128, target_length: int = 128,
+                          batch_size: int = 32, mesh_data: int = -1,
+                          mesh_model: int = 1) -> dict:
+  """Pairwise accuracy of a reward-model checkpoint on ``eval_file`` with the "prefer the
+  shorter answer" baselines (characters and tokens) of the same pairs."""
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  comparisons, data = _load(eval_file, _vocabulary(task), input_length, target_length)
+  model = RewardModel(model_config)
+  params = checkpoints.load_params(checkpoint, model, mesh)
+  result = rm.pairwise_accuracy(rm.score(model, params, data, mesh, batch_size), data)
+  return {"checkpoint": checkpoint, "eval_file": eval_file, **result,
+          "shorter_chars_baseline": preference_data.shorter_answer_accuracy(comparisons)}
+
+
+def train_dpo(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
+              init_checkpoint: str, eval_file: Optional[str] = None, beta: float = 0.1,
+              input_length: int = 128, target_length: int = 128, batch_size: int = 32,
+              epochs: int = 1, learning_rate: float = 1e-5, seed: int = 0,
+              mesh_data: int = -1, mesh_model: int = 1, max_examples: int = 0) -> dict:
+  """DPO from ``init_checkpoint`` (also the frozen reference) -> ``run_dir/dpo_eval.json``."""
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  vocabulary = _vocabulary(task)
+  _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
+  eval_data = None
+  if eval_file:
+    eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
+  policy = checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
+  _, records = dpo.train(model_config=model_config, policy_params=policy,
+                         train_data=train_data, run_dir=run_dir, mesh=mesh,
+                         eval_data=eval_data, beta=beta, batch_size=batch_size, epochs=epochs,
+                         learning_rate=learning_rate, seed=seed)
+  result = {"train_file": train_file, "init_checkpoint": init_checkpoint, "beta": beta}
+  if eval_file:
+    result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
+                                              if k.startswith("eval_")},
+                   "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
+                       eval_comparisons)})
+  return _write(run_dir, "dpo_eval.json", result)
+
+
+def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_file: str,
+              policy_checkpoint: str, reward_checkpoint: str, run_dir: str, iterations: int,
+              input_length: int = 128, ptx_batch_size: int = 8, ptx_target_length: int = 128,
+              seed: int = 0, mesh_data: int = -1, mesh_model: int = 1,
+              checkpoint_every: int = 10) -> list:
+  """PPO-ptx: prompts are the contexts of ``prompt_file`` (any preference file), the ptx
+  batches the run's task (packed, as in pretraining); the policy and its reference start from
+  ``policy_checkpoint`` (SFT), the value model from ``reward_checkpoint``."""
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  comparisons = preference_data.read_comparisons(prompt_file)
+  from meena_jax import chat  # pylint: disable=import-outside-toplevel
+  contexts = chat.tokenize_contexts([list(c.context)[-7:] for c in comparisons],
+                                    _vocabulary(task), input_length)
+  prompts = np.zeros((len(contexts), input_length), np.int32)
+  for row, (ids, _) in enumerate(contexts):
+    prompts[row, :len(ids)] = ids
+  policy = checkpoints.load_params(policy_checkpoint, Seq2Seq(model_config), mesh)
+  reference = jax.tree_util.tree_map(lambda x: x.copy(), policy)
+  reward_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
+  value_params = jax.tree_util.tree_map(lambda x: x.copy(), reward_params)
+
+  def ptx_batches(start):
+    return input_pipeline.host_batches(task, "train", ptx_batch_size, input_length,
+                                       ptx_target_length, pack=True, shuffle=True, seed=seed,
+                                       repeat=True, skip_batches=start)
+
+  def show(record):
+    log.info("iteration %d: reward %.3f  kl %.3f  entropy %.3f  value loss %.3f  clip %.3f  "
+             "length %.1f  ptx %.3f", record["step"], record["reward"], record["kl"],
+             record["entropy"], record["value_loss"], record["clip_fraction"],
+             record["response_length"], record["ptx_loss"])
+
+  return ppo.run(model_config=model_config, config=config, policy_params=policy,
+                 reference_params=reference, value_params=value_params,
+                 rm_params=reward_params, prompts=prompts, run_dir=run_dir, mesh=mesh,
+                 iterations=iterations, seed=seed,
+                 ptx_batches=ptx_batches if config.ptx_coef else None,
+                 checkpoint_every=checkpoint_every, progress=show)

@@ -1,0 +1,54 @@
+"""PPO curves from a run's ``metrics.jsonl``: reward, KL, entropy, value loss, clip fraction,
+response length and ptx loss per iteration, one panel each, as PNG. Several run directories
+draw one line each (e.g. beta = 0.02 against beta = 0, or seeds)."""
+import json
+import pathlib
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only.
+import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+PANELS = (("reward", "RM reward"), ("kl", "KL to reference (nats/response)"),
+          ("entropy", "entropy (nats/token)"), ("value_loss", "value loss"),
+          ("clip_fraction", "clip fraction"), ("response_length", "response length (tokens)"),
+          ("ptx_loss", "ptx LM loss"))
+
+
+def read_records(run_dir) -> list:
+  """Per-iteration records of a PPO run, the last one of each iteration (resumes repeat
+  some); a bad line is named by file and line."""
+  path = pathlib.Path(run_dir) / "metrics.jsonl"
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: no metrics (has the run finished an iteration?)")
+  by_step = {}
+  for number, line in enumerate(path.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as error:
+      raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+    by_step[record["step"]] = record
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def plot(run_dirs: Sequence, output=None) -> pathlib.Path:
+  """Draws the panels for every run into ``output`` (default ``<first run>/ppo.png``)."""
+  figure, axes = plt.subplots(2, 4, figsize=(16, 7))
+  for run_dir in run_dirs:
+    records = read_records(run_dir)
+    steps = [r["step"] for r in records]
+    for axis, (key, title) in zip(axes.flat, PANELS):
+      axis.plot(steps, [r.get(key, float("nan")) for r in records], marker=".",
+                label=pathlib.Path(run_dir).name)
+      axis.set(title=title, xlabel="iteration")
+      axis.grid(alpha=0.3)
+  axes.flat[0].legend(fontsize="small")
+  axes.flat[-1].axis("off")
+  figure.tight_layout()
+  output = pathlib.Path(output or pathlib.Path(run_dirs[0]) / "ppo.png")
+  figure.savefig(output, dpi=100)
+  plt.close(figure)
+  return output

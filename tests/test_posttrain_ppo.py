@@ -1,0 +1,90 @@
+"""PPO-ptx on a tiny model: reward goes up with beta > 0, per-token KL is log pi - log pi_ref of
+the sampled tokens, the value model starts from the reward model, and a run resumes."""
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from meena_jax import partitioning
+from meena_jax.model import Seq2Seq
+from meena_jax.posttrain import ppo, reward_model
+from tests.conftest import TINY
+
+CFG = dataclasses.replace(TINY, dropout_rate=0.0)
+CONFIG = ppo.PPOConfig(beta=0.02, ptx_coef=0.5, rollout_batch=16, minibatches=2, epochs=2,
+                       max_length=8, policy_learning_rate=3e-3, value_learning_rate=3e-3)
+
+
+def ptx_batches(start):
+  """Synthetic pretraining batches (2 rows), the ``start``-th onwards."""
+  index = start
+  while True:
+    rng = np.random.default_rng(index)
+    targets = rng.integers(2, CFG.vocab_size, (2, 6)).astype(np.int32)
+    yield {"encoder_input_tokens": rng.integers(2, CFG.vocab_size, (2, 8)).astype(np.int32),
+           "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
+           "decoder_target_tokens": targets}
+    index += 1
+
+
+@pytest.fixture(scope="module")
+def setup():
+  tokens = jnp.ones((1, 4), jnp.int32)
+  policy = nn.unbox(jax.jit(Seq2Seq(CFG).init)(jax.random.key(0), tokens, tokens)["params"])
+  rm = reward_model.init_params(reward_model.RewardModel(CFG), jax.random.key(1))
+  prompts = np.random.default_rng(0).integers(2, CFG.vocab_size, (64, 8)).astype(np.int32)
+  return policy, rm, prompts, partitioning.make_mesh()
+
+
+def test_three_iterations_raise_the_reward_and_the_run_resumes(setup, tmp_path):
+  policy, rm, prompts, mesh = setup
+  kwargs = dict(model_config=CFG, config=CONFIG, policy_params=policy, reference_params=policy,
+                value_params=rm, rm_params=rm, prompts=prompts, run_dir=tmp_path, mesh=mesh,
+                seed=0, ptx_batches=ptx_batches, checkpoint_every=2)
+  first = ppo.run(iterations=2, **kwargs)
+  resumed = ppo.run(iterations=3, **kwargs)  # Restores iteration 2, runs the third.
+  records = first + resumed
+  assert [r["step"] for r in records] == [1, 2, 3]
+  rewards = [r["reward"] for r in records]
+  assert rewards[-1] > rewards[0] + 0.1, rewards
+  assert records[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # The policy starts at the reference.
+  assert records[-1]["kl"] > 0
+  for key in ("entropy", "value_loss", "clip_fraction", "response_length", "ptx_loss"):
+    assert all(np.isfinite(r[key]) for r in records), key
+  assert records[0]["ptx_loss"] > 0
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == 3
+  trained = ppo.final_params(tmp_path, CFG)
+  assert not np.allclose(trained["decoder_norm"]["scale"], policy["decoder_norm"]["scale"])
+
+
+def test_per_token_kl_is_the_log_prob_difference_of_the_sampled_tokens(setup):
+  policy, rm, prompts, mesh = setup
+  trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
+  other = jax.tree_util.tree_map(lambda x: x * 1.05, policy)  # A reference that differs.
+  tokens = trainer.sample(other, prompts[:4], jax.random.key(3))
+  sampled = tokens.tokens[:, 0]
+  rollout = trainer.score(other, policy, rm, rm, prompts[:4], sampled)
+  # Independently: teacher-forced log-softmax of both models at the sampled tokens.
+  def log_probs(params):
+    logits = Seq2Seq(CFG).apply({"params": params}, prompts[:4],
+                                reward_model.shift_right(sampled))
+    chosen = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[..., None], -1)[..., 0]
+    return chosen * reward_model.response_mask(sampled)
+  np.testing.assert_allclose(rollout["kl"], log_probs(other) - log_probs(policy), atol=1e-5)
+  # The sampler's own scores (T = 1 log-likelihoods) agree with the teacher-forced ones.
+  np.testing.assert_allclose(rollout["log_probs"].sum(-1), tokens.scores[:, 0], atol=1e-4)
+  assert float(jnp.abs(rollout["kl"]).sum()) > 0
+
+
+def test_the_value_model_starts_from_the_reward_model(setup):
+  policy, rm, _, mesh = setup
+  trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
+  state = trainer.init_state(policy, rm)
+  for (path, got), want in zip(jax.tree_util.tree_leaves_with_path(state.value.params),
+                               jax.tree_util.tree_leaves(rm)):
+    np.testing.assert_array_equal(got, want, err_msg=jax.tree_util.keystr(path))
+  assert set(state.value.params) == {"backbone", "head"}
