@@ -45,3 +45,13 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(chitchat_dir
       path.write_bytes(b"garbage")
   resumed = run(task, tmp_path, 5)
   assert [r["step"] for r in resumed] == [3, 4, 5]  # Restored step 2 and went on.
+
+
+def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
+    chitchat_dir, tmp_path):
+  task = seqio_tasks.get_task("chitchat", chitchat_dir)
+  with pytest.raises(train.NonFiniteLossError, match="between steps 2 and 2"):
+    run(task, tmp_path, 4, learning_rate=1e15, checkpoint_every=1)  # Step 2's loss overflows.
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert [json.loads(line)["step"] for line in lines] == [1]
