@@ -10,7 +10,7 @@ setup(
     version="0.1.0",
     description="Meena chatbot (Evolved Transformer seq2seq) in JAX/Flax",
     python_requires=">=3.11",
-    packages=["meena_jax", "meena_jax.ssa", "meena_tasks"],
+    packages=["meena_jax", "meena_jax.posttrain", "meena_jax.ssa", "meena_tasks"],
     package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
     install_requires=[
         "jax>=0.10.2",
@@ -32,6 +32,7 @@ setup(
         "flask>=3.1.3",  # The SSA rating app (meena_jax.ssa) ...
         "waitress>=3.0.2",  # ... served by a threaded production WSGI server.
         "krippendorff>=0.9.0",  # Inter-rater agreement.
+        "rlax>=0.1.9",  # GAE and the clipped PPO losses (meena_jax.posttrain).
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
     ],
