@@ -13,9 +13,11 @@ from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import ppo, reward_model
 from tests.conftest import TINY
 
-CFG = dataclasses.replace(TINY, dropout_rate=0.0)
-CONFIG = ppo.PPOConfig(beta=0.02, ptx_coef=0.5, rollout_batch=16, minibatches=2, epochs=2,
-                       max_length=8, policy_learning_rate=3e-3, value_learning_rate=3e-3)
+# The Transformer block compiles ~2.5x faster than the ET on CPU; the post-training code only
+# sees `Seq2Seq`, and the ET is exercised where the reward is read.
+CFG = dataclasses.replace(TINY, block_type="transformer", dropout_rate=0.0, num_decoder_layers=1)
+CONFIG = ppo.PPOConfig(beta=0.02, ptx_coef=0.5, rollout_batch=32, minibatches=2, epochs=4,
+                       max_length=4, policy_learning_rate=3e-3, value_learning_rate=3e-3)
 
 
 def ptx_batches(start):
@@ -35,7 +37,7 @@ def setup():
   tokens = jnp.ones((1, 4), jnp.int32)
   policy = nn.unbox(jax.jit(Seq2Seq(CFG).init)(jax.random.key(0), tokens, tokens)["params"])
   rm = reward_model.init_params(reward_model.RewardModel(CFG), jax.random.key(1))
-  prompts = np.random.default_rng(0).integers(2, CFG.vocab_size, (64, 8)).astype(np.int32)
+  prompts = np.random.default_rng(0).integers(2, CFG.vocab_size, (32, 8)).astype(np.int32)
   return policy, rm, prompts, partitioning.make_mesh()
 
 
@@ -48,8 +50,20 @@ def test_three_iterations_raise_the_reward_and_the_run_resumes(setup, tmp_path):
   resumed = ppo.run(iterations=3, **kwargs)  # Restores iteration 2, runs the third.
   records = first + resumed
   assert [r["step"] for r in records] == [1, 2, 3]
-  rewards = [r["reward"] for r in records]
-  assert rewards[-1] > rewards[0] + 0.1, rewards
+  # The RM's reward of the policy's answers to its own rollout prompts, before and after, on
+  # the same 4 x 32 sampling keys (one iteration's batch alone is too noisy to compare).
+  trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
+  trained = ppo.final_params(tmp_path, CFG)
+
+  def mean_reward(params):
+    rewards = []
+    for seed in range(4):
+      tokens = trainer.sample(params, prompts, jax.random.key(100 + seed)).tokens[:, 0]
+      rewards.append(trainer.score(params, policy, rm, rm, prompts, tokens)["score"])
+    return float(jnp.mean(jnp.stack(rewards)))
+
+  before, after = mean_reward(policy), mean_reward(trained)
+  assert after > before + 0.3, (before, after)
   assert records[0]["kl"] == pytest.approx(0.0, abs=1e-5)  # The policy starts at the reference.
   assert records[-1]["kl"] > 0
   for key in ("entropy", "value_loss", "clip_fraction", "response_length", "ptx_loss"):
@@ -57,8 +71,6 @@ def test_three_iterations_raise_the_reward_and_the_run_resumes(setup, tmp_path):
   assert records[0]["ptx_loss"] > 0
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert len(lines) == 3
-  trained = ppo.final_params(tmp_path, CFG)
-  assert not np.allclose(trained["decoder_norm"]["scale"], policy["decoder_norm"]["scale"])
 
 
 def test_per_token_kl_is_the_log_prob_difference_of_the_sampled_tokens(setup):

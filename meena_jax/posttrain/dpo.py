@@ -7,6 +7,8 @@ ranked pairs, i.e. ``losses.ranking_loss`` on implicit rewards (``losses.dpo_los
 K = 2 special case, tested equal). The frozen reference's log-probs are computed once, before
 training. Dropout stays off so that policy and reference are compared on the same network.
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -23,11 +25,16 @@ def response_log_probs(model: Seq2Seq, params, batch: dict):
   return log_probs.sum(-1)
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_log_probs(model: Seq2Seq):
+  return jax.jit(lambda p, b: response_log_probs(model, p, b))
+
+
 def implicit_rewards(model: Seq2Seq, params, data: dict, mesh, batch_size: int,
                      beta: float) -> np.ndarray:
   """``beta * (log pi - log pi_ref)`` ``[N, K]`` for every response in ``data`` (which holds
   ``reference_log_probs``)."""
-  fn = jax.jit(lambda p, b: response_log_probs(model, p, b))
+  fn = _jitted_log_probs(model)
   log_probs = preference_training.batched(lambda b: fn(params, b), data, batch_size, mesh)
   return beta * (log_probs - data["reference_log_probs"])
 
@@ -35,7 +42,7 @@ def implicit_rewards(model: Seq2Seq, params, data: dict, mesh, batch_size: int,
 def with_reference(model: Seq2Seq, reference_params, data: dict, mesh,
                    batch_size: int) -> dict:
   """``data`` plus ``reference_log_probs`` ``[N, K]`` under the frozen reference."""
-  fn = jax.jit(lambda p, b: response_log_probs(model, p, b))
+  fn = _jitted_log_probs(model)
   ref = preference_training.batched(lambda b: fn(reference_params, b), data, batch_size, mesh)
   return {**data, "reference_log_probs": ref.astype(np.float32)}
 

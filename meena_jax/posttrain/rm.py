@@ -6,6 +6,8 @@ shifted so the rewards of a reference set of responses have mean 0. Held-out pai
 is reported next to the "prefer the shorter answer" baseline of the same pairs, the bar a
 reward model must clear to show it learned more than length.
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -21,10 +23,15 @@ def loss_fn(model: RewardModel, params, batch: dict, key, dropout: bool = True):
   return losses.ranking_loss(rewards, batch["ranks"], batch["valid"])
 
 
+@functools.lru_cache(maxsize=8)
+def _jitted_reward(model: RewardModel):
+  return jax.jit(lambda p, b: reward_model.reward(model, p, b["encoder_input_tokens"],
+                                                  b["responses"]))
+
+
 def score(model: RewardModel, params, data: dict, mesh, batch_size: int) -> np.ndarray:
   """Rewards ``[N, K]`` of every response in ``data`` (dropout off)."""
-  fn = jax.jit(lambda p, b: reward_model.reward(model, p, b["encoder_input_tokens"],
-                                                b["responses"]))
+  fn = _jitted_reward(model)
   return preference_training.batched(lambda b: fn(params, b), data, batch_size, mesh)
 
 
