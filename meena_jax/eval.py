@@ -143,7 +143,8 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, params)
   score_fn = make_score_fn(model, shardings, mesh)
   batches = host_eval_batches(task, split, batch_size, input_length, target_length)
-  result = evaluate(score_fn, params, batches, mesh, vocabulary, progress)
+  with jax.set_mesh(mesh):  # Activation constraints apply only with the mesh in scope.
+    result = evaluate(score_fn, params, batches, mesh, vocabulary, progress)
   result = {"checkpoint": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
             "task": task.name, "split": split, **({"jsonl": str(jsonl)} if jsonl else {}),
             **result}

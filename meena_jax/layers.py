@@ -27,6 +27,14 @@ from meena_jax.config import ModelConfig
 EMBED = ("batch", "length", "embed")
 
 glorot = nn.initializers.glorot_uniform()
+
+
+def glorot_in_out(in_axis, out_axis):
+  """Glorot-uniform over a kernel whose input and output span several axes: the values a
+  dense layer of the flattened shape would get, but created in the kernel's own shape so its
+  logical axis names apply (``nn.DenseGeneral`` initialises the flat 2-D kernel)."""
+  return nn.initializers.variance_scaling(1.0, "fan_avg", "uniform", in_axis=in_axis,
+                                          out_axis=out_axis)
 zeros = nn.initializers.zeros_init()
 ones = nn.initializers.ones_init()
 
@@ -216,10 +224,11 @@ class MultiHeadAttention(nn.Module):
     head_dim = cfg.d_model // self.num_heads
 
     def project(name):
-      return nn.DenseGeneral(
-          (self.num_heads, head_dim), use_bias=False, dtype=cfg.activation_dtype,
-          param_dtype=cfg.parameter_dtype, name=name,
-          kernel_init=nn.with_logical_partitioning(glorot, ("embed", "heads", "kv")))
+      return nn.Einsum(
+          (cfg.d_model, self.num_heads, head_dim), "...d,dhk->...hk", use_bias=False,
+          dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name=name,
+          kernel_init=nn.with_logical_partitioning(glorot_in_out(0, (1, 2)),
+                                                   ("embed", "heads", "kv")))
 
     qkv_axes = ("batch", "length", "heads", "kv")
     query = constrain(project("query")(inputs_q), qkv_axes)
@@ -239,10 +248,11 @@ class MultiHeadAttention(nn.Module):
       elif decode == "causal":
         key, value, mask = self._append_to_cache(heads_major(key), heads_major(value))
       out = cached_attention(query, key, value, mask)
-    out = nn.DenseGeneral(
-        cfg.d_model, axis=(-2, -1), use_bias=False, dtype=cfg.activation_dtype,
-        param_dtype=cfg.parameter_dtype, name="out",
-        kernel_init=nn.with_logical_partitioning(glorot, ("heads", "kv", "embed")))(out)
+    out = nn.Einsum(
+        (self.num_heads, head_dim, cfg.d_model), "...hk,hkd->...d", use_bias=False,
+        dtype=cfg.activation_dtype, param_dtype=cfg.parameter_dtype, name="out",
+        kernel_init=nn.with_logical_partitioning(glorot_in_out((0, 1), 2),
+                                                 ("heads", "kv", "embed")))(out)
     return constrain(out)
 
   def _append_to_cache(self, key, value):

@@ -77,90 +77,92 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
            jax.process_count())
 
-  # --- Model, optimizer and the state, born sharded.
-  model = Seq2Seq(model_config)
-  optimizer = train_step.make_optimizer(learning_rate, constant_steps)
-  schedule = train_step.meena_schedule(learning_rate, constant_steps)
-  example = next(input_pipeline.host_batches(
-      task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
-      seed=seed, repeat=True, input_shards=input_shards))
-  state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
-                                             mesh)
+  # Activation constraints (layers.constrain) apply only with the mesh in scope.
+  with jax.set_mesh(mesh):
+    # --- Model, optimizer and the state, born sharded.
+    model = Seq2Seq(model_config)
+    optimizer = train_step.make_optimizer(learning_rate, constant_steps)
+    schedule = train_step.meena_schedule(learning_rate, constant_steps)
+    example = next(input_pipeline.host_batches(
+        task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
+        seed=seed, repeat=True, input_shards=input_shards))
+    state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
+                                               mesh)
 
-  # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) from scratch.
-  manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
-  if restored is not None:
-    state, data_position = restored
-    log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
-  start_step = int(state.step)
+    # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) from scratch.
+    manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
+    restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
+    if restored is not None:
+      state, data_position = restored
+      log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
+    start_step = int(state.step)
 
-  # --- Data, continued where the checkpoint left it.
-  batches = input_pipeline.host_batches(
-      task, "train", batch_size, input_length, target_length, pack=True, shuffle=True,
-      seed=seed, repeat=True, skip_batches=start_step, input_shards=input_shards)
+    # --- Data, continued where the checkpoint left it.
+    batches = input_pipeline.host_batches(
+        task, "train", batch_size, input_length, target_length, pack=True, shuffle=True,
+        seed=seed, repeat=True, skip_batches=start_step, input_shards=input_shards)
 
-  # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
-  step_fn = train_step.jit_train_step(model, optimizer, shardings,
-                                      partitioning.batch_sharding(mesh), num_microbatches)
-  base_key = jax.random.key(seed + 1)
-  compiled = step_fn.lower(state, input_pipeline.to_global(example, mesh), base_key).compile()
-  flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
+    step_fn = train_step.jit_train_step(model, optimizer, shardings,
+                                        partitioning.batch_sharding(mesh), num_microbatches)
+    base_key = jax.random.key(seed + 1)
+    compiled = step_fn.lower(state, input_pipeline.to_global(example, mesh), base_key).compile()
+    flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
 
-  # --- Evaluation: the same `evaluate` as `python -m meena_jax.eval`, batches read once.
-  if eval_every:
-    score_fn = evaluation.make_score_fn(model, shardings.params, mesh)
-    eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
-                                                input_length, target_length)
+    # --- Evaluation: the same `evaluate` as `python -m meena_jax.eval`, batches read once.
+    if eval_every:
+      score_fn = evaluation.make_score_fn(model, shardings.params, mesh)
+      eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
+                                                  input_length, target_length)
 
-  # --- Loop. Process 0 writes the metrics; every process saves its shards.
-  records, window = [], _Window(start_step)
-  writer = metric_writers.create_default_writer(
-      model_dir / "tensorboard", just_logging=jax.process_index() > 0, asynchronous=False)
-  metrics_file = open(model_dir / "metrics.jsonl" if jax.process_index() == 0 else os.devnull,
-                      "a")  # pylint: disable=consider-using-with
-  bar = tqdm.tqdm(total=train_steps, initial=start_step,
-                  disable=not progress or jax.process_index() > 0,
-                  desc="train", unit="step", dynamic_ncols=True)
+    # --- Loop. Process 0 writes the metrics; every process saves its shards.
+    records, window = [], _Window(start_step)
+    writer = metric_writers.create_default_writer(
+        model_dir / "tensorboard", just_logging=jax.process_index() > 0, asynchronous=False)
+    metrics_file = open(model_dir / "metrics.jsonl" if jax.process_index() == 0 else os.devnull,
+                        "a")  # pylint: disable=consider-using-with
+    bar = tqdm.tqdm(total=train_steps, initial=start_step,
+                    disable=not progress or jax.process_index() > 0,
+                    desc="train", unit="step", dynamic_ncols=True)
 
-  def emit(record):
-    records.append(record)
-    metrics_file.write(json.dumps(record) + "\n")
-    metrics_file.flush()
-    writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
+    def emit(record):
+      records.append(record)
+      metrics_file.write(json.dumps(record) + "\n")
+      metrics_file.flush()
+      writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
 
-  try:
-    for step in range(start_step + 1, train_steps + 1):
-      batch = input_pipeline.to_global(next(batches), mesh)
-      state, metrics = compiled(state, batch, base_key)
-      window.sums = metrics if window.sums is None else jax.tree_util.tree_map(
-          lambda a, b: a + b, window.sums, metrics)
-      window.steps += 1
-      is_checkpoint = step % checkpoint_every == 0 or step == train_steps
-      if step % log_every == 0 or is_checkpoint:
-        sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
-        record = _record(step, sums, window, schedule, flops_per_step,
-                         peak_flops_per_device)
-        emit(record)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
-        window = _Window(step)
-      if is_checkpoint:
-        manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"batches": step, "seed": seed})))
-      if eval_every and (step % eval_every == 0 or step == train_steps):
-        result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
-        emit({"step": step, "eval_loss": result["loss"],
-              "eval_perplexity": result["perplexity"], "eval_s": result["seconds"]})
-        bar.set_postfix(eval_ppl=f"{result['perplexity']:.1f}")
-      bar.update(1)
-  finally:
-    bar.close()
-    writer.close()
-    metrics_file.close()
-    manager.wait_until_finished()
-  return records
+    try:
+      for step in range(start_step + 1, train_steps + 1):
+        batch = input_pipeline.to_global(next(batches), mesh)
+        state, metrics = compiled(state, batch, base_key)
+        window.sums = metrics if window.sums is None else jax.tree_util.tree_map(
+            lambda a, b: a + b, window.sums, metrics)
+        window.steps += 1
+        is_checkpoint = step % checkpoint_every == 0 or step == train_steps
+        if step % log_every == 0 or is_checkpoint:
+          sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
+          record = _record(step, sums, window, schedule, flops_per_step,
+                           peak_flops_per_device)
+          emit(record)
+          bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+          window = _Window(step)
+        if is_checkpoint:
+          manager.save(step, args=ocp.args.Composite(
+              state=ocp.args.StandardSave(state),
+              data=ocp.args.JsonSave({"batches": step, "seed": seed})))
+        if eval_every and (step % eval_every == 0 or step == train_steps):
+          result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
+          emit({"step": step, "eval_loss": result["loss"],
+                "eval_perplexity": result["perplexity"], "eval_s": result["seconds"]})
+          bar.set_postfix(eval_ppl=f"{result['perplexity']:.1f}")
+        bar.update(1)
+    finally:
+      bar.close()
+      writer.close()
+      metrics_file.close()
+      manager.wait_until_finished()
+    return records
 
 
 def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:

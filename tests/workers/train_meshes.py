@@ -51,27 +51,32 @@ def wrong_shardings(state, mesh, model, example) -> list[str]:
   return wrong
 
 
+def run_on(mesh, model, optimizer) -> dict:
+  """3 steps on ``mesh``, with the mesh in scope so activation constraints apply."""
+  example = next(batches())
+  sharding = partitioning.batch_sharding(mesh)
+  with jax.set_mesh(mesh):
+    state, shardings = train_step.create_state(model, optimizer, jax.random.key(0), example,
+                                               mesh)
+    step = train_step.jit_train_step(model, optimizer, shardings, sharding)
+    losses = []
+    for batch in batches():
+      state, metrics = step(state, {k: jax.device_put(v, sharding) for k, v in batch.items()},
+                            jax.random.key(1))
+      losses.append(float(metrics["loss_sum"] / metrics["token_count"]))
+  return {"losses": losses, "wrong_shardings": wrong_shardings(state, mesh, model, example)}
+
+
 def main():
   model, optimizer = Seq2Seq(CFG), train_step.make_optimizer()
   report = {"devices": jax.device_count()}
   for label, (data, model_size) in MESHES.items():
     mesh = partitioning.make_mesh(data, model_size, jax.devices()[:data * model_size])
-    example = next(batches())
-    state, shardings = train_step.create_state(model, optimizer, jax.random.key(0), example,
-                                               mesh)
-    step = train_step.jit_train_step(model, optimizer, shardings,
-                                     partitioning.batch_sharding(mesh))
-    losses = []
-    for batch in batches():
-      state, metrics = step(state, {k: jax.device_put(v, partitioning.batch_sharding(mesh))
-                                    for k, v in batch.items()}, jax.random.key(1))
-      losses.append(float(metrics["loss_sum"] / metrics["token_count"]))
-    report[label] = {"losses": losses, "wrong_shardings": wrong_shardings(
-        state, mesh, model, example)}
+    report[label] = run_on(mesh, model, optimizer)
   try:  # 4 heads cannot split over 8 devices: the error must name a parameter.
     bad = dataclasses.replace(CFG, num_heads=4)
     mesh = partitioning.make_mesh(1, 8)
-    train_step.create_state(Seq2Seq(bad), optimizer, jax.random.key(0), example, mesh)
+    train_step.create_state(Seq2Seq(bad), optimizer, jax.random.key(0), next(batches()), mesh)
     report["indivisible_error"] = None
   except ValueError as error:
     report["indivisible_error"] = str(error)
