@@ -25,6 +25,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import os
 import pathlib
 import re
 import sys
@@ -139,6 +140,7 @@ def plan(gin_files: Sequence[str], overrides: Sequence[str], sweeps, zipped: boo
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
   _parse(gin_files, overrides, "the base configuration")
   root = str(cli.require("train.model_dir", "MODEL_DIR", "runs/sweep")).rstrip("/")
+  root = root if root.startswith("gs://") else os.path.expanduser(root)
   vocab_size = cli._value("ModelConfig.vocab_size")  # pylint: disable=protected-access
   runs, names = [], set()
   for index, settings in enumerate(combinations(sweeps, zipped)):
