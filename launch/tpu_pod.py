@@ -40,7 +40,6 @@ from typing import Optional, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 REMOTE_DIR = "~/meena_jax"  # Every worker's copy of the repository (or of its gin/ files).
-PYTHON = f"{REMOTE_DIR}/.venv/bin/python"
 JAX_TPU = '"jax[tpu]"'  # jax with libtpu, at the version meena_jax's own requirement allows.
 POLL_SECONDS = 30  # How often a queued resource's state is read while waiting for ACTIVE.
 GIB = 2 ** 30
@@ -219,8 +218,9 @@ def state_bytes_per_device(run: RunConfig, data: int, model: int) -> tuple[float
   is allocated); shardings from the project's own rules on an abstract mesh, so an uneven split
   fails here naming the parameter. Activations and the transient gradients are not included.
   """
-  import jax  # pylint: disable=import-outside-toplevel
   import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  import jax  # pylint: disable=import-outside-toplevel
+
   from meena_jax import partitioning, train_step  # pylint: disable=import-outside-toplevel
   from meena_jax.model import Seq2Seq  # pylint: disable=import-outside-toplevel
   mesh = jax.sharding.AbstractMesh((data, model), partitioning.MESH_AXES)
@@ -256,13 +256,13 @@ def describe(run: RunConfig, slice_: Slice, layout: Layout) -> list[str]:
   g = slice_.generation
   params, optimizer = layout.params_bytes, layout.optimizer_bytes
   return [
-      f"# {slice_.accelerator_type}: {slice_.devices} JAX devices (one {g.device} each) on "
-      f"{slice_.hosts} host{'s' if slice_.hosts > 1 else ''}, {_size(g.hbm_gib * GIB)} HBM each",
-      f"# mesh: data={layout.data} x model={layout.model}; global batch {run.batch_size} = "
-      f"{layout.rows_per_host} per host = {layout.rows_per_device} per data shard",
-      f"# train state per device: parameters {_size(params)} + Adafactor "
-      f"{_size(optimizer)} = {_size(params + optimizer)}; with gradients "
-      f"{_size(2 * params + optimizer)} (activations not counted)",
+      (f"# {slice_.accelerator_type}: {slice_.devices} JAX devices (one {g.device} each) on "
+       f"{slice_.hosts} host{'s' if slice_.hosts > 1 else ''}, {_size(g.hbm_gib * GIB)} HBM each"),
+      (f"# mesh: data={layout.data} x model={layout.model}; global batch {run.batch_size} = "
+       f"{layout.rows_per_host} per host = {layout.rows_per_device} per data shard"),
+      (f"# train state per device: parameters {_size(params)} + Adafactor "
+       f"{_size(optimizer)} = {_size(params + optimizer)}; with gradients "
+       f"{_size(2 * params + optimizer)} (activations not counted)"),
   ]
 
 
@@ -314,7 +314,7 @@ def build_steps(job: Job, run: RunConfig) -> list[Step]:
   # TPU VM images ship Python 3.10 and meena_jax needs 3.11: uv makes a 3.11 venv per worker.
   venv = (f"python3 -m pip install --quiet --user uv && ~/.local/bin/uv venv --quiet "
           f"--allow-existing --python 3.11 {REMOTE_DIR}/.venv && ~/.local/bin/uv pip install "
-          f"--quiet --python {PYTHON}")
+          f"--quiet --python {REMOTE_DIR}/.venv/bin/python")
   if job.wheel:
     wheel = pathlib.PurePosixPath(job.wheel).name
     steps.append(Step("copy", "make the working directory on every worker",

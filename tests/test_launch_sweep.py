@@ -5,9 +5,9 @@ import json
 import re
 import sys
 
-import gin
 import pytest
 
+import gin
 from meena_jax import checkpoints
 from meena_jax.cli import REPO_ROOT
 
@@ -65,8 +65,8 @@ def test_model_swaps_the_model_file_and_keeps_the_tasks_vocabulary():
   run = runs[2]
   assert run.name == "model=transformer_tiny,batch_size=8"
   assert run.gin_files == ("gin/runs/et_tiny_chitchat.gin", "gin/models/transformer_tiny.gin")
-  assert run.overrides == ("MODEL_DIR=/runs/s", "MODEL_DIR=/runs/s/model=transformer_tiny,"
-                           "batch_size=8", "ModelConfig.vocab_size=4000", "BATCH_SIZE=8")
+  assert run.overrides == ("MODEL_DIR=/runs/s", f"MODEL_DIR=/runs/s/{run.name}",
+                           "ModelConfig.vocab_size=4000", "BATCH_SIZE=8")
   gin.clear_config()
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
   cli.parse_args(run.argv(), "test")

@@ -7,9 +7,9 @@ Regenerate the golden files after an intended change with ``UPDATE_GOLDEN=1 pyte
 import os
 import sys
 
-import gin
 import pytest
 
+import gin
 from meena_jax.cli import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT))
@@ -72,12 +72,11 @@ def tiny_on(accelerator, *gin_flags):
 
 
 @pytest.mark.parametrize("accelerator, message", [
-    ("v3-24", "--accelerator_type=v3-24: v3 slices have 8, 32, 64, 128, 256, 512, 1024, 2048 "
-              "TensorCores"),
-    ("v4-12", "--accelerator_type=v4-12: v4 slices have a multiple of 8 TensorCores, 8 to "
-              "8192"),
-    ("v9-8", "--accelerator_type=v9-8: expected v2-N, v3-N, v4-N, v5p-N or v5litepod-N "
-             "(v5e-N)"),
+    ("v3-24", ("--accelerator_type=v3-24: v3 slices have 8, 32, 64, 128, 256, 512, 1024, "
+               "2048 TensorCores")),
+    ("v4-12", "--accelerator_type=v4-12: v4 slices have a multiple of 8 TensorCores, 8 to 8192"),
+    ("v9-8", ("--accelerator_type=v9-8: expected v2-N, v3-N, v4-N, v5p-N or v5litepod-N "
+              "(v5e-N)")),
 ])
 def test_unknown_slices_are_refused(accelerator, message):
   assert refusal(*tiny_on(accelerator)) == message
@@ -175,9 +174,9 @@ def test_a_launch_runs_every_command_in_order(tmp_path, monkeypatch, capsys):
   tpu_pod.main(["--tpu_name=t", "--accelerator_type=v3-8", *WHERE, "--queued",
                 f"--wheel={wheel}", *TINY, "--gin.MODEL_DIR=gs://b/run", "--gin.BATCH_SIZE=8"])
   lines = log.read_text().splitlines()
-  assert [line.split()[2:4] for line in lines] == [["queued-resources", "create"], ["queued-resources", "describe"],
-                   ["tpu-vm", "ssh"], ["tpu-vm", "scp"], ["tpu-vm", "ssh"], ["tpu-vm", "ssh"],
-                   ["tpu-vm", "ssh"], ["queued-resources", "delete"]]
+  assert [" ".join(line.split()[2:4]) for line in lines] == [
+      "queued-resources create", "queued-resources describe", "tpu-vm ssh", "tpu-vm scp",
+      "tpu-vm ssh", "tpu-vm ssh", "tpu-vm ssh", "queued-resources delete"]
   assert lines[3].startswith(f"compute tpus tpu-vm scp --recurse {wheel} gin t:~/meena_jax/ ")
   assert capsys.readouterr().out.endswith("done: delete\n")  # Each command's output shows.
 
