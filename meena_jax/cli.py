@@ -33,7 +33,7 @@ def register_training():
   from meena_jax import eval as evaluation  # pylint: disable=import-outside-toplevel
   from meena_jax import train  # pylint: disable=import-outside-toplevel
   from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
-  if "train" not in gin.config._REGISTRY:  # pylint: disable=protected-access
+  if not _registered("train"):
     gin.external_configurable(seqio_tasks.get_task, name="get_task")
     gin.external_configurable(train.train, name="train")
     gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
@@ -70,9 +70,17 @@ def register_decoding():
   the training configurables too: chat reads a run file, whose task gives the vocabulary."""
   from meena_jax import chat, decoding  # pylint: disable=import-outside-toplevel
   register_training()
-  if "load_responder" not in gin.config._REGISTRY:  # pylint: disable=protected-access
+  if not _registered("load_responder"):
     gin.external_configurable(decoding.DecodingConfig, name="DecodingConfig")
     gin.external_configurable(chat.load_responder, name="load_responder")
+
+
+def _registered(name: str) -> bool:
+  try:
+    gin.get_configurable(name)
+    return True
+  except ValueError:
+    return False
 
 
 def _binding(text: str) -> str:

@@ -60,7 +60,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           checkpoint_every: int = 200, keep_checkpoints: int = 3,
           peak_flops_per_device: Optional[float] = None, eval_every: int = 0,
           eval_split: str = "validation", eval_batch_size: Optional[int] = None,
-          input_shards: Optional[int] = None, progress: bool = True) -> list[dict]:
+          input_shards: Optional[int] = None, lr_schedule: str = "meena",
+          init_checkpoint: Optional[str] = None, progress: bool = True) -> list[dict]:
   """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
 
   Resumes from the newest checkpoint in ``model_dir``. Every ``eval_every`` steps (and at the
@@ -68,6 +69,9 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   and eval), which also go to ``model_dir/metrics.jsonl`` (one JSON object a line) and to
   TensorBoard under ``model_dir/tensorboard``. ``input_shards`` (default: one per process)
   fixes how the data is split, so runs on different numbers of hosts see the same batches.
+  ``lr_schedule``: ``meena`` or ``cosine`` (to 0 at ``train_steps``). ``init_checkpoint``: a
+  run whose parameters a fresh run starts from (fine-tuning; fresh step count and optimizer);
+  a checkpoint of this run's own always wins, so a resumed fine-tune continues.
   """
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
@@ -81,21 +85,26 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   with jax.set_mesh(mesh):
     # --- Model, optimizer and the state, born sharded.
     model = Seq2Seq(model_config)
-    optimizer = train_step.make_optimizer(learning_rate, constant_steps)
-    schedule = train_step.meena_schedule(learning_rate, constant_steps)
+    schedule = train_step.learning_rate_schedule(lr_schedule, learning_rate, constant_steps,
+                                                 train_steps)
+    optimizer = train_step.make_optimizer(schedule=schedule)
     example = next(input_pipeline.host_batches(
         task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
         seed=seed, repeat=True, input_shards=input_shards))
     state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
                                                mesh)
 
-    # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) from scratch.
+    # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) the
+    # parameters of init_checkpoint, (3) from scratch.
     manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
     restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
         lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
     if restored is not None:
       state, data_position = restored
       log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
+    elif init_checkpoint:
+      state = state.replace(params=checkpoints.load_params(init_checkpoint, model, mesh))
+      log.info("parameters from %s; step and optimizer fresh", init_checkpoint)
     start_step = int(state.step)
 
     # --- Data, continued where the checkpoint left it.

@@ -34,11 +34,25 @@ def meena_schedule(base_learning_rate: float = 0.01, constant_steps: int = 10_00
   return schedule
 
 
-def make_optimizer(base_learning_rate: float = 0.01,
-                   constant_steps: int = 10_000) -> optax.GradientTransformation:
+def learning_rate_schedule(kind: str = "meena", base_learning_rate: float = 0.01,
+                           constant_steps: int = 10_000, total_steps: int = 0):
+  """``meena``: constant, then inverse square root (pretraining). ``cosine``: cosine decay from
+  ``base`` to 0 over ``total_steps`` (InstructGPT's fine-tuning)."""
+  if kind == "meena":
+    return meena_schedule(base_learning_rate, constant_steps)
+  if kind == "cosine":
+    if total_steps < 1:
+      raise ValueError(f"lr_schedule='cosine' needs the run's total steps, got {total_steps}")
+    return optax.cosine_decay_schedule(base_learning_rate, total_steps)
+  raise ValueError(f"lr_schedule={kind!r}: choose 'meena' or 'cosine'")
+
+
+def make_optimizer(base_learning_rate: float = 0.01, constant_steps: int = 10_000,
+                   schedule=None) -> optax.GradientTransformation:
   """optax Adafactor (factored second moments, update clipping 1.0, parameter-scaled steps)
-  on Meena's learning-rate schedule."""
-  return optax.adafactor(learning_rate=meena_schedule(base_learning_rate, constant_steps))
+  on Meena's learning-rate schedule, or on ``schedule`` when given."""
+  return optax.adafactor(
+      learning_rate=schedule or meena_schedule(base_learning_rate, constant_steps))
 
 
 def init_state(model: Seq2Seq, optimizer: optax.GradientTransformation, rng,
