@@ -33,6 +33,8 @@ setup(
         "waitress>=3.0.2",  # ... served by a threaded production WSGI server.
         "krippendorff>=0.9.0",  # Inter-rater agreement.
         "rlax>=0.1.9",  # GAE and the clipped PPO losses (meena_jax.posttrain).
+        # rlax pulls in tensorflow-probability, which needs it once TensorFlow is loaded.
+        "tf-keras>=2.21.0",
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
     ],
