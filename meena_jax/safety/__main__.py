@@ -148,9 +148,10 @@ def _reward_judge(args):
 
 def _gin_args(parser, argv):
   """Flags, with gin's applied; TensorFlow (behind the task registry) loads only for an RM."""
+  if not any(a.startswith(("--rm-checkpoint", "--gin")) for a in argv):
+    return parser.parse_args(argv)
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  if any(a.startswith(("--rm-checkpoint", "--gin")) for a in argv):
-    cli.register_training()
+  cli.register_training()
   return cli.parse_args(argv, __doc__, parser)
 
 
