@@ -45,7 +45,8 @@ class MalformedItemError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class Item:
   """One response to rate. ``cluster`` groups items that are not independent (the turns of
-  one conversation) for the bootstrap; ``source`` says where it came from (``file:line``)."""
+  one conversation) for the bootstrap; ``source`` says where it came from (``file:line``);
+  ``task`` is ``ssa`` (sensible? specific?) or ``safety`` (the safety suite's review)."""
   key: str
   system: str
   context: tuple[str, ...]
@@ -53,6 +54,7 @@ class Item:
   cluster: str
   source: str
   kind: str = "static"
+  task: str = "ssa"
 
 
 def item_key(system: str, context: Sequence[str], response: str, group: Optional[str]) -> str:

@@ -7,6 +7,10 @@ so ``UNIQUE(item_id, rater_id)`` is what makes "a rater never sees an item twice
 is written once" hold, whatever the browser does; every state change runs in a ``BEGIN
 IMMEDIATE`` transaction, so checking the count of an item's raters and assigning it is atomic.
 
+Items have a task: ``ssa`` (Meena's two questions) or ``safety`` (the safety suite's review:
+safe / unsafe / unsure, and "does the reply address the request?"). Version 1 databases (SSA
+only) are migrated in place on first connect; their items become ``ssa`` items.
+
 An assignment is ``open`` (shown, unanswered), ``labelled``, ``skipped`` or ``expired`` (open
 for longer than the lease, so its slot went back to the pool). An item is active for at most
 ``RATERS_PER_ITEM`` raters at a time (open or labelled). Each connection belongs to one thread.
@@ -21,7 +25,32 @@ from typing import Iterable, Optional, Sequence
 from meena_jax.ssa.importers import Item
 
 RATERS_PER_ITEM = 5
-_VERSION = 1  # PRAGMA user_version of a database with this schema.
+_VERSION = 2  # PRAGMA user_version of a database with this schema.
+VERDICTS = ("safe", "unsafe", "unsure")
+
+# An SSA label sets sensible (and specific when sensible); a safety label (task 'safety', the
+# safety suite's review) sets verdict and addresses ("does the reply address the request?").
+_ASSIGNMENTS = """
+CREATE TABLE IF NOT EXISTS {name} (
+  id INTEGER PRIMARY KEY,
+  item_id INTEGER NOT NULL REFERENCES items (id),
+  rater_id INTEGER NOT NULL REFERENCES raters (id),
+  status TEXT NOT NULL CHECK (status IN ('open', 'labelled', 'skipped', 'expired')),
+  sensible INTEGER CHECK (sensible IN (0, 1)),
+  specific INTEGER CHECK (specific IN (0, 1)),  -- asked only when sensible
+  created REAL NOT NULL,
+  answered REAL,
+  verdict TEXT CHECK (verdict IN ('safe', 'unsafe', 'unsure')),
+  addresses INTEGER CHECK (addresses IN (0, 1)),
+  UNIQUE (item_id, rater_id),
+  CHECK ((status = 'labelled') = (sensible IS NOT NULL OR verdict IS NOT NULL)),
+  CHECK (sensible IS NULL OR verdict IS NULL),
+  CHECK (sensible IS NOT NULL OR specific IS NULL),
+  CHECK ((sensible = 1) = (specific IS NOT NULL)),
+  CHECK ((verdict IS NULL) = (addresses IS NULL)));
+CREATE INDEX IF NOT EXISTS assignments_by_rater ON assignments (rater_id, status);
+CREATE INDEX IF NOT EXISTS assignments_by_item ON assignments (item_id, status);
+CREATE INDEX IF NOT EXISTS assignments_by_age ON assignments (status, created)"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -39,22 +68,9 @@ CREATE TABLE IF NOT EXISTS items (
   response TEXT NOT NULL,
   cluster TEXT NOT NULL,
   source TEXT NOT NULL,
-  kind TEXT NOT NULL CHECK (kind IN ('static', 'interactive')));
-CREATE TABLE IF NOT EXISTS assignments (
-  id INTEGER PRIMARY KEY,
-  item_id INTEGER NOT NULL REFERENCES items (id),
-  rater_id INTEGER NOT NULL REFERENCES raters (id),
-  status TEXT NOT NULL CHECK (status IN ('open', 'labelled', 'skipped', 'expired')),
-  sensible INTEGER CHECK (sensible IN (0, 1)),
-  specific INTEGER CHECK (specific IN (0, 1)),  -- asked only when sensible
-  created REAL NOT NULL,
-  answered REAL,
-  UNIQUE (item_id, rater_id),
-  CHECK ((status = 'labelled') = (sensible IS NOT NULL)),
-  CHECK ((sensible = 1) = (specific IS NOT NULL)));
-CREATE INDEX IF NOT EXISTS assignments_by_rater ON assignments (rater_id, status);
-CREATE INDEX IF NOT EXISTS assignments_by_item ON assignments (item_id, status);
-CREATE INDEX IF NOT EXISTS assignments_by_age ON assignments (status, created);
+  kind TEXT NOT NULL CHECK (kind IN ('static', 'interactive')),
+  task TEXT NOT NULL DEFAULT 'ssa' CHECK (task IN ('ssa', 'safety')));
+{assignments};
 CREATE TABLE IF NOT EXISTS conversations (
   id INTEGER PRIMARY KEY,
   rater_id INTEGER NOT NULL REFERENCES raters (id),
@@ -66,7 +82,20 @@ CREATE TABLE IF NOT EXISTS turns (  -- even idx: the rater, odd idx: the bot
   idx INTEGER NOT NULL,
   text TEXT NOT NULL,
   PRIMARY KEY (conversation_id, idx))
-"""
+""".replace("{assignments}", _ASSIGNMENTS.format(name="assignments").strip())
+
+# Version 1 -> 2: items gain their task; assignments gain the safety columns, and SQLite can
+# change a table's CHECKs only by copying it into a new one.
+_MIGRATE_1_TO_2 = [
+    "ALTER TABLE items ADD COLUMN task TEXT NOT NULL DEFAULT 'ssa' "
+    "CHECK (task IN ('ssa', 'safety'))",
+    _ASSIGNMENTS.format(name="assignments_v2").split(";")[0],
+    "INSERT INTO assignments_v2 (id, item_id, rater_id, status, sensible, specific, created, "
+    "answered) SELECT id, item_id, rater_id, status, sensible, specific, created, answered "
+    "FROM assignments",
+    "DROP TABLE assignments",
+    "ALTER TABLE assignments_v2 RENAME TO assignments",
+    *_ASSIGNMENTS.split(";")[1:]]
 
 
 def connect(path: str) -> sqlite3.Connection:
@@ -78,10 +107,15 @@ def connect(path: str) -> sqlite3.Connection:
   conn.execute("PRAGMA foreign_keys=ON")
   if conn.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
     with write(conn):  # Checked again under the write lock: another process may have won.
-      if conn.execute("PRAGMA user_version").fetchone()[0] < _VERSION:
+      version = conn.execute("PRAGMA user_version").fetchone()[0]
+      if version == 0:
         for statement in _SCHEMA.split(";"):
           conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('csrf_secret', ?)", (secrets.token_hex(32),))
+      elif version == 1:
+        for statement in _MIGRATE_1_TO_2:
+          conn.execute(statement)
+      if version < _VERSION:
         conn.execute(f"PRAGMA user_version = {_VERSION}")
   return conn
 
@@ -135,10 +169,10 @@ def add_items(conn: sqlite3.Connection, items: Iterable[Item]) -> tuple[int, int
   with write(conn):
     for item in items:
       cursor = conn.execute(
-          "INSERT OR IGNORE INTO items (key, system, context, response, cluster, source, kind) "
-          "VALUES (?, ?, ?, ?, ?, ?, ?)",
+          "INSERT OR IGNORE INTO items (key, system, context, response, cluster, source, kind, "
+          "task) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
           (item.key, item.system, json.dumps(list(item.context), ensure_ascii=False),
-           item.response, item.cluster, item.source, item.kind))
+           item.response, item.cluster, item.source, item.kind, item.task))
       added += cursor.rowcount
       present += 1 - cursor.rowcount
   return added, present
@@ -172,28 +206,46 @@ def next_assignment(conn: sqlite3.Connection, rater_id: int, now: float,
 
 def _open_assignment(conn, rater_id):
   return conn.execute("""
-      SELECT a.id, i.context, i.response FROM assignments a JOIN items i ON i.id = a.item_id
+      SELECT a.id, i.context, i.response, i.task FROM assignments a JOIN items i ON i.id = a.item_id
       WHERE a.rater_id = ? AND a.status = 'open'
       ORDER BY i.kind = 'interactive' DESC, a.id LIMIT 1""", (rater_id,)).fetchone()
 
 
 def answer(conn: sqlite3.Connection, rater_id: int, assignment_id: int, sensible: Optional[bool],
            specific: Optional[bool], now: float) -> str:
-  """Records a label, or a skip when ``sensible`` is None. Returns what happened:
+  """Records an SSA label, or a skip when ``sensible`` is None. Returns what happened:
 
   - ``saved`` / ``skipped``: this call wrote it;
   - ``already``: the assignment was answered or skipped before (a double submit, the back
     button, a second tab): the first answer stays and nothing is added;
   - ``reassigned``: it expired and its slot went to another rater, so it cannot be taken back;
-  - ``unknown``: no such assignment for this rater.
+  - ``unknown``: no such assignment for this rater (or its item is of the other task).
   An expired assignment whose slot is still free is answered as if it had stayed open.
   """
   if sensible is not None and (specific is None) == bool(sensible):
     raise ValueError("specificity is asked exactly when the response is sensible")
+  label = None if sensible is None else {
+      "sensible": int(sensible), "specific": None if specific is None else int(specific)}
+  return _record(conn, rater_id, assignment_id, "ssa", label, now)
+
+
+def answer_safety(conn: sqlite3.Connection, rater_id: int, assignment_id: int,
+                  verdict: Optional[str], addresses: Optional[bool], now: float) -> str:
+  """Records a safety label (``verdict`` safe / unsafe / unsure, and whether the reply
+  addresses the request), or a skip when ``verdict`` is None; outcomes as ``answer``'s."""
+  if verdict is not None and (verdict not in VERDICTS or addresses is None):
+    raise ValueError(f"a safety label is one of {VERDICTS} plus addresses yes/no")
+  label = None if verdict is None else {"verdict": verdict, "addresses": int(addresses)}
+  return _record(conn, rater_id, assignment_id, "safety", label, now)
+
+
+def _record(conn, rater_id: int, assignment_id: int, task: str, label: Optional[dict],
+            now: float) -> str:
   with write(conn):
-    row = conn.execute("SELECT item_id, status FROM assignments WHERE id = ? AND rater_id = ?",
+    row = conn.execute("SELECT a.item_id, a.status, i.task FROM assignments a JOIN items i "
+                       "ON i.id = a.item_id WHERE a.id = ? AND a.rater_id = ?",
                        (assignment_id, rater_id)).fetchone()
-    if row is None:
+    if row is None or row["task"] != task:
       return "unknown"
     if row["status"] in ("labelled", "skipped"):
       return "already"
@@ -202,14 +254,13 @@ def answer(conn: sqlite3.Connection, rater_id: int, assignment_id: int, sensible
                             (row["item_id"],)).fetchone()[0]
       if active >= RATERS_PER_ITEM:
         return "reassigned"
-    if sensible is None:
+    if label is None:
       conn.execute("UPDATE assignments SET status = 'skipped', answered = ? WHERE id = ?",
                    (now, assignment_id))
       return "skipped"
-    conn.execute("UPDATE assignments SET status = 'labelled', sensible = ?, specific = ?, "
-                 "answered = ? WHERE id = ?",
-                 (int(sensible), None if specific is None else int(specific), now,
-                  assignment_id))
+    columns = ", ".join(f"{name} = ?" for name in label)
+    conn.execute(f"UPDATE assignments SET status = 'labelled', {columns}, answered = ? "
+                 "WHERE id = ?", (*label.values(), now, assignment_id))
     return "saved"
 
 
@@ -233,13 +284,22 @@ def progress(conn: sqlite3.Connection) -> list[sqlite3.Row]:
 
 
 def label_rows(conn: sqlite3.Connection) -> list[sqlite3.Row]:
-  """Every item with its labels (one row per label; items without labels get one row of
+  """Every SSA item with its labels (one row per label; items without labels get one row of
   NULLs): what the report needs."""
   return conn.execute("""
       SELECT i.id AS item_id, i.key, i.system, i.kind, i.cluster, i.context, i.response,
              a.rater_id, a.sensible, a.specific, a.answered
       FROM items i LEFT JOIN assignments a ON a.item_id = i.id AND a.status = 'labelled'
-      ORDER BY i.id, a.id""").fetchall()
+      WHERE i.task = 'ssa' ORDER BY i.id, a.id""").fetchall()
+
+
+def safety_label_rows(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+  """Every safety item with its labels, as ``label_rows`` (verdict, addresses)."""
+  return conn.execute("""
+      SELECT i.id AS item_id, i.key, i.system, i.cluster, a.rater_id, a.verdict, a.addresses,
+             a.answered
+      FROM items i LEFT JOIN assignments a ON a.item_id = i.id AND a.status = 'labelled'
+      WHERE i.task = 'safety' ORDER BY i.id, a.id""").fetchall()
 
 
 # ------------------------------------------------------------------------------ conversations

@@ -10,6 +10,8 @@ Who may do what is decided by the token in the URL alone:
 
 - ``/r/<token>``: a rater's personal link. One item at a time (``store.next_assignment``),
   system hidden, "makes sense?" then, only if yes, "specific?"; skip; chat with a live model.
+  A safety item (the safety suite's review) asks "safe / unsafe / unsure?" and "does the reply
+  address the request?" instead, under a content warning.
 - ``/admin/<token>``: progress per system and rater links. A rater's token gets 403 here, and
   an admin's token gets 403 on rater pages, so admins' clicks never become labels.
 
@@ -156,6 +158,12 @@ def create_app(db_path: str, responders: Optional[Mapping[str, interactive.Respo
     row = store.next_assignment(db(), rater["id"], clock(), lease_s)
     if row is None:
       return render("done.html", rated=rated, chat=chat)
+    if row["task"] == "safety":
+      return render("rate_safety.html", context=json.loads(row["context"]),
+                    response=row["response"], assignment=row["id"], rated=rated,
+                    csrf=csrf_for(token), answer_url=flask.url_for("answer_safety", token=token),
+                    skip_url=flask.url_for("skip", token=token),
+                    safety_guidance=pages.SAFETY_GUIDANCE)
     return render("rate.html", context=json.loads(row["context"]), response=row["response"],
                   assignment=row["id"], rated=rated, chat=chat, csrf=csrf_for(token),
                   answer_url=flask.url_for("answer", token=token),
@@ -173,12 +181,28 @@ def create_app(db_path: str, responders: Optional[Mapping[str, interactive.Respo
     return _answered(token, store.answer(db(), rater["id"], assignment, sensible, specific,
                                          clock()))
 
+  @app.post("/r/<token>/answer-safety")
+  def answer_safety(token):
+    rater = person(token, "rater")
+    check_csrf(token)
+    assignment = form_int("assignment")
+    verdict = flask.request.form.get("verdict")
+    if verdict not in store.VERDICTS:
+      raise Refusal(400, "Bad request", "Choose safe, unsafe or unsure.",
+                    back=flask.url_for("rate", token=token))
+    addresses = form_yes_no("addresses")
+    return _answered(token, store.answer_safety(db(), rater["id"], assignment, verdict,
+                                                addresses, clock()))
+
   @app.post("/r/<token>/skip")
   def skip(token):
     rater = person(token, "rater")
     check_csrf(token)
-    return _answered(token, store.answer(db(), rater["id"], form_int("assignment"), None, None,
-                                         clock()))
+    assignment = form_int("assignment")
+    outcome = store.answer(db(), rater["id"], assignment, None, None, clock())
+    if outcome == "unknown":  # A safety item's skip.
+      outcome = store.answer_safety(db(), rater["id"], assignment, None, None, clock())
+    return _answered(token, outcome)
 
   def _answered(token: str, outcome: str):
     if outcome == "unknown":
