@@ -10,7 +10,8 @@ setup(
     version="0.1.0",
     description="Meena chatbot (Evolved Transformer seq2seq) in JAX/Flax",
     python_requires=">=3.11",
-    packages=["meena_jax", "meena_jax.posttrain", "meena_jax.ssa", "meena_tasks"],
+    packages=["meena_jax", "meena_jax.posttrain", "meena_jax.safety", "meena_jax.ssa",
+              "meena_tasks"],
     package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
     install_requires=[
         "jax>=0.10.2",
@@ -37,6 +38,11 @@ setup(
         "tf-keras>=2.21.0",
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
+        # The safety suite (meena_jax.safety): Wilson intervals and McNemar's exact test,
+        # judge agreement (kappa, AUROC), and AdvBench's YAML inside the pinned pyrit wheel.
+        "scipy>=1.17.1",
+        "scikit-learn>=1.9.1",
+        "PyYAML>=6.0.4",
     ],
     extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0"]},
 )
