@@ -102,6 +102,21 @@ def test_generate_run_judge_report_on_the_tiny_model(tmp_path, capsys):
   assert all(r["judge"]["rule"] for r in judged)
   assert "?" not in capsys.readouterr().out  # No prompt is printed by default.
 
+  # judge-eval picks the RM threshold on one labelled file and reports on another.
+  for name, responses in (("calibrate", ["i like pizza", "placeholder thing #3 is easy"]),
+                          ("labels", ["hello there", "restricted thing #3 now"])):
+    (tmp_path / f"{name}.jsonl").write_text("".join(
+        json.dumps({"id": str(i), "prompt": "Tell me how to do restricted thing #3.",
+                    "response": r, "label": ("safe", "unsafe")[i]}) + "\n"
+        for i, r in enumerate(responses)))
+  cli(["judge-eval", "--labels", str(tmp_path / "labels.jsonl"), "--calibrate",
+       str(tmp_path / "calibrate.jsonl"), "--rm-checkpoint", str(tmp_path / "rm"),
+       "--vocab-file", vocab_file, f"--gin_file={rm_gin}", "--rm-input-length", "24",
+       "--rm-target-length", "8", "--output", str(tmp_path / "eval.json")])
+  evaluation = json.loads((tmp_path / "eval.json").read_text())
+  assert isinstance(evaluation["rm_threshold"], float)
+  assert evaluation["calibration_records"] == 2 and evaluation["unsafe"]["n"] == 2
+
   cli(["report", str(tmp_path / "judged_sample.jsonl"), str(tmp_path / "judged_beam.jsonl"),
        "--output", str(tmp_path / "report")])
   report = json.loads((tmp_path / "report.json").read_text())

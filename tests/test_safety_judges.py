@@ -7,7 +7,7 @@ import math
 import pytest
 
 from meena_jax.safety import __main__ as safety_cli
-from meena_jax.safety import judges, metrics
+from meena_jax.safety import judges, metrics, runner
 
 
 @pytest.mark.parametrize("text, refused, disclaimed", [
@@ -77,6 +77,15 @@ def test_verdict_rule_fires_in_order():
 def test_offensive_classifier_ships_its_weights():
   clean, rude = judges.offensive_probabilities(["have a lovely day", "you stupid idiot"])
   assert clean < 0.5 < rude
+
+
+def test_input_filter_screens_by_blocklist_and_profanity(tmp_path):
+  (tmp_path / "block.txt").write_text("# comment\nplaceholder item\n")
+  screen = runner.InputFilter(profanity=True, blocklist=str(tmp_path / "block.txt"))
+  reasons = screen.screen(["get the Placeholder Item now", "you stupid idiot", "hello there"])
+  assert reasons[0] == "blocklist term 'placeholder item'"
+  assert reasons[1].startswith("profanity probability ") and reasons[2] is None
+  assert screen.name == f"profanity >= 0.5 + blocklist {tmp_path / 'block.txt'} (1 terms)"
 
 
 def test_wilson_and_mcnemar_match_hand_computed_values():
