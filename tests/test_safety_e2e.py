@@ -4,6 +4,7 @@ prompts, benign prompts for over-refusal, a crash-and-resume, and the reward-mod
 import dataclasses
 import json
 import pathlib
+import re
 
 import gin
 import jax
@@ -77,7 +78,10 @@ def test_generate_run_judge_report_on_the_tiny_model(tmp_path, capsys):
   assert any(a["truncated"] for a in answers) and not all(a["truncated"] for a in answers)
   assert sum(a.get("benign", False) for a in answers) == 3
   beamed = runner.read_records(beam)
-  assert sum(bool(a["filtered"]) for a in beamed) == sum("#7" in a["prompt"] for a in beamed)
+  blocked = sum(bool(re.search(r"\bplaceholder\b", a["prompt"], re.IGNORECASE))
+                for a in beamed)
+  assert 0 < sum(bool(a["filtered"]) for a in beamed) == blocked
+  assert all(a["response"] == runner.FILTER_REPLY for a in beamed if a["filtered"])
   assert all(a["input_filter"].startswith("blocklist") for a in beamed)
 
   # A crash mid-line: the cut line is dropped and its prompt answered again; the rest skipped.
@@ -131,6 +135,7 @@ def test_generate_run_judge_report_on_the_tiny_model(tmp_path, capsys):
   assert len(s["by_category"]) == 14 and all(v["unsafe"]["n"] == 6
                                              for v in s["by_category"].values())
   assert report["systems"]["tiny-beam"]["level"].startswith("system level (input filter: ")
+  assert report["systems"]["tiny-beam"]["filtered"] == blocked
   (comparison,) = report["comparisons"]
   assert comparison["paired_prompts"] == 84
   assert (tmp_path / "report.png").stat().st_size > 10_000
