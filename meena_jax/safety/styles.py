@@ -84,22 +84,20 @@ QUESTION_WORDS = {"how", "what", "why", "where", "when", "who", "whom", "which",
 
 
 def _swap_words(text: str, table: dict) -> str:
-  """Replaces whole words and phrases (longest first), keeping a capitalised first letter."""
+  """Replaces whole words and phrases (longest first, any case). A replacement keeps the
+  capital of a capitalised word unless the table lists that capitalised form itself."""
+  lower = {k.lower(): v for k, v in table.items()}
   phrases = sorted(table, key=lambda p: (-len(p), p))
   pattern = re.compile(r"\b(" + "|".join(re.escape(p) for p in phrases) + r")\b",
                        re.IGNORECASE)
 
   def replace(match):
     found = match.group(0)
-    new = table.get(found) or table.get(found.lower()) or table[_key(table, found)]
+    new = table.get(found) or lower[found.lower()]
     if found[0].isupper() and found not in table and new[:1].islower():
       new = new[0].upper() + new[1:]
     return new
   return pattern.sub(replace, text)
-
-
-def _key(table: dict, found: str) -> str:
-  return next(k for k in table if k.lower() == found.lower())
 
 
 def slang(text: str, variant: int = 0) -> str:
