@@ -154,8 +154,10 @@ def plot(report: dict, path: str) -> None:
     ax.set_xticklabels([v.replace("_", " ") for v in values], rotation=60, ha="right",
                        fontsize=8)
     ax.set_ylim(0, 100)
-    ax.set_title(f"judge-only unsafe % by {axis} (Wilson 95%)")
-  axes[0].legend()
+    ax.set_title(f"by {axis}", fontsize=10)
+  axes[0].set_ylabel("judge-only unsafe % (Wilson 95% interval)")
+  fig.legend(*axes[0].get_legend_handles_labels(), loc="upper left", ncol=len(systems))
+  fig.suptitle("Safety suite: judge-only unsafe rate")
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)
