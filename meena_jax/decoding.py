@@ -165,6 +165,16 @@ def truncate_logits(logits, top_k: Optional[int] = None, top_p: Optional[float] 
   return logits
 
 
+def categorical(key, logits):
+  """``jax.random.categorical`` (the same Gumbel-max draw, bit for bit) with its argmax taken
+  as the first index of the row maximum: XLA:CPU runs argmax's two-output reduction serially,
+  2.7 ms of a 25 ms step for 20 x 8000 logits, while these two plain reductions vectorise."""
+  perturbed = jax.random.gumbel(key, logits.shape, logits.dtype) + logits
+  best = jnp.max(perturbed, axis=-1, keepdims=True)
+  vocab = jnp.arange(logits.shape[-1], dtype=jnp.int32)
+  return jnp.min(jnp.where(perturbed == best, vocab, logits.shape[-1]), axis=-1)
+
+
 def sample(model: Seq2Seq, params, encoder_input_tokens, key, *, num_samples: int = 20,
            temperature: float = 0.88, top_k: Optional[int] = None,
            top_p: Optional[float] = None, max_length: int = 128,
@@ -185,7 +195,7 @@ def sample(model: Seq2Seq, params, encoder_input_tokens, key, *, num_samples: in
       eos = jnp.where(state.step < min_length, -jnp.inf, drawn_from[:, EOS_ID])
       drawn_from = drawn_from.at[:, EOS_ID].set(eos)
     drawn_from = truncate_logits(drawn_from, top_k, top_p)
-    token = jax.random.categorical(jax.random.fold_in(key, state.step), drawn_from)
+    token = categorical(jax.random.fold_in(key, state.step), drawn_from)
     token = jnp.where(state.done, PAD_ID, token).astype(jnp.int32)
     gained = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
     return state.replace(

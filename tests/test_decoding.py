@@ -108,6 +108,15 @@ def test_min_length_forbids_early_eos_but_scores_stay_untempered():
   np.testing.assert_allclose(result.scores.ravel(), loglik, rtol=1e-5, atol=1e-4)
 
 
+def test_categorical_draws_exactly_what_jax_random_categorical_draws():
+  logits = 3.0 * jax.random.normal(jax.random.key(0), (64, 500))
+  logits = logits.at[:, :7].set(-jnp.inf).at[:, 100].set(logits[:, 99])  # masked ids, a tie
+  for seed in range(5):
+    key = jax.random.key(seed)
+    np.testing.assert_array_equal(jax.jit(decoding.categorical)(key, logits),
+                                  jax.random.categorical(key, logits))
+
+
 def test_top_k_draws_only_among_the_k_most_likely_tokens():
   params = init_params(CFG)
   context = contexts()
