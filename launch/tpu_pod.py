@@ -162,20 +162,14 @@ class Layout:
 
 def resolve_mesh(run: RunConfig, slice_: Slice) -> tuple[int, int]:
   """(data, model) sizes on the slice, as ``partitioning.make_mesh`` will choose them."""
-  data, model, devices = run.mesh_data, run.mesh_model, slice_.devices
-  where = (f"the gin mesh MESH_DATA={data} x MESH_MODEL={model} (train.mesh_data, "
-           f"train.mesh_model) on --accelerator_type={slice_.accelerator_type} "
-           f"({devices} JAX devices)")
-  if data == -1 and model == -1 or min(data, model) == 0 or min(data, model) < -1:
-    raise SystemExit(f"{where}: sizes must be positive, and at most one of them -1")
-  known = model if data == -1 else data
-  if -1 in (data, model):
-    if devices % known:
-      raise SystemExit(f"{where}: {devices} devices do not divide by {known}")
-    return (devices // known, model) if data == -1 else (data, devices // known)
-  if data * model != devices:
-    raise SystemExit(f"{where}: {data} x {model} = {data * model} devices, not {devices}")
-  return data, model
+  from meena_jax import partitioning  # pylint: disable=import-outside-toplevel
+  try:
+    return partitioning.mesh_shape(run.mesh_data, run.mesh_model, slice_.devices)
+  except ValueError as error:
+    raise SystemExit(f"the gin mesh MESH_DATA={run.mesh_data} x MESH_MODEL={run.mesh_model} "
+                     f"(train.mesh_data, train.mesh_model) on --accelerator_type="
+                     f"{slice_.accelerator_type} ({slice_.devices} JAX devices): "
+                     f"{error}") from None
 
 
 def check(run: RunConfig, slice_: Slice, keep: bool = False) -> Layout:

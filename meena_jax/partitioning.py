@@ -31,23 +31,30 @@ LOGICAL_AXIS_RULES = (
 MESH_AXES = ("data", "model")
 
 
+def mesh_shape(data: int, model: int, num_devices: int) -> tuple[int, int]:
+  """``(data, model)`` sizes over ``num_devices``; one size may be -1 (whatever remains).
+  Raises ``ValueError`` saying what does not fit (the pod launcher checks a slice with it)."""
+  if min(data, model) == 0 or min(data, model) < -1 or data == model == -1:
+    raise ValueError("sizes must be positive, and at most one of them -1")
+  if -1 in (data, model):
+    known = model if data == -1 else data
+    if num_devices % known:
+      raise ValueError(f"{num_devices} devices do not divide by {known}")
+    return (num_devices // known, model) if data == -1 else (data, num_devices // known)
+  if data * model != num_devices:
+    raise ValueError(f"{data} x {model} = {data * model} devices, not {num_devices}")
+  return data, model
+
+
 def make_mesh(data: int = -1, model: int = 1,
               devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A ``(data, model)`` mesh over all devices; one size may be -1 (whatever remains)."""
+  """A ``(data, model)`` mesh over all devices (sizes as ``mesh_shape`` resolves them)."""
   devices = list(devices if devices is not None else jax.devices())
-  sizes = [data, model]
-  if sizes.count(-1) > 1:
-    raise ValueError(f"mesh data={data} model={model}: at most one axis may be -1")
-  if -1 in sizes:
-    known = int(np.prod([s for s in sizes if s != -1]))
-    if known < 1 or len(devices) % known:
-      raise ValueError(f"mesh data={data} model={model}: {len(devices)} devices do not divide "
-                       f"by {known}")
-    sizes[sizes.index(-1)] = len(devices) // known
-  if int(np.prod(sizes)) != len(devices):
-    raise ValueError(f"mesh data={sizes[0]} x model={sizes[1]} = {int(np.prod(sizes))} "
-                     f"devices, but {len(devices)} are available")
-  return jax.make_mesh(tuple(sizes), MESH_AXES, devices=devices,
+  try:
+    shape = mesh_shape(data, model, len(devices))
+  except ValueError as error:
+    raise ValueError(f"mesh data={data} model={model}: {error}") from None
+  return jax.make_mesh(shape, MESH_AXES, devices=devices,
                        axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 

@@ -87,8 +87,8 @@ def test_unknown_logical_axis_is_named():
 
 
 @pytest.mark.parametrize("data, model, message", [
-    (3, 1, "3 x model=1 = 3 devices, but 1 are available"),
-    (-1, -1, "at most one axis may be -1"),
+    (3, 1, "mesh data=3 model=1: 3 x 1 = 3 devices, not 1"),
+    (-1, -1, "mesh data=-1 model=-1: sizes must be positive, and at most one of them -1"),
 ])
 def test_bad_mesh_shapes_are_explained(data, model, message):
   with pytest.raises(ValueError, match=message):
