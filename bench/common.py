@@ -15,6 +15,35 @@ SCHEMA = "peer-bench/v1"
 PEER = "meena_jax"
 
 
+def add_shape_flags(parser, **defaults):
+  """The peer's model and sequence flags (``--d-model``, ``--layers-enc``, ...) plus
+  ``--block-type``, with per-script ``defaults`` (e.g. ``d_model=256``)."""
+  flags = {"label": "tiny", "block_type": "evolved", "d_model": 256, "layers_enc": 2,
+           "layers_dec": 4, "heads": 4, "d_ff": 1024, "vocab": 8000, "ctx_len": 128,
+           "resp_len": 128}
+  flags.update(defaults)
+  for name, default in flags.items():
+    option = "--" + name.replace("_", "-")
+    if name == "block_type":
+      parser.add_argument(option, default=default, choices=("evolved", "transformer"))
+    else:
+      parser.add_argument(option, type=type(default), default=default)
+
+
+def model_config(args, dropout_rate: float):
+  """The ``ModelConfig`` of ``add_shape_flags``' flags."""
+  from meena_jax.config import ModelConfig  # pylint: disable=import-outside-toplevel
+  return ModelConfig(block_type=args.block_type, vocab_size=args.vocab, d_model=args.d_model,
+                     num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=args.layers_enc,
+                     num_decoder_layers=args.layers_dec, dropout_rate=dropout_rate)
+
+
+def shape_config(args) -> dict:
+  """The shape flags as the ``config`` keys of a peer-bench record."""
+  return {k: getattr(args, k) for k in ("d_model", "layers_enc", "layers_dec", "heads", "d_ff",
+                                        "vocab", "ctx_len", "resp_len", "block_type")}
+
+
 def summary(seconds: list) -> dict:
   """median/min/max/mean/n/all of a list of timings, as the peer reports them."""
   return {"median": statistics.median(seconds), "min": min(seconds), "max": max(seconds),

@@ -61,16 +61,7 @@ def no_cache_sample(model, params, context, key, *, num_samples, temperature, le
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--label", default="tiny")
-  parser.add_argument("--block-type", default="evolved", choices=("evolved", "transformer"))
-  parser.add_argument("--d-model", type=int, default=256)
-  parser.add_argument("--layers-enc", type=int, default=2)
-  parser.add_argument("--layers-dec", type=int, default=4)
-  parser.add_argument("--heads", type=int, default=4)
-  parser.add_argument("--d-ff", type=int, default=1024)
-  parser.add_argument("--vocab", type=int, default=8000)
-  parser.add_argument("--ctx-len", type=int, default=128)
-  parser.add_argument("--resp-len", type=int, default=128)
+  common.add_shape_flags(parser)
   parser.add_argument("--num-samples", type=int, default=20)
   parser.add_argument("--temperature", type=float, default=0.88)
   parser.add_argument("--runs", type=int, default=5)
@@ -84,12 +75,9 @@ def main(argv=None):
   import jax
   import numpy as np
   from meena_jax import decoding
-  from meena_jax.config import ModelConfig
   from meena_jax.model import Seq2Seq
 
-  cfg = ModelConfig(block_type=args.block_type, vocab_size=args.vocab, d_model=args.d_model,
-                    num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=args.layers_enc,
-                    num_decoder_layers=args.layers_dec, dropout_rate=0.0)
+  cfg = common.model_config(args, dropout_rate=0.0)
   model = Seq2Seq(cfg)
   tokens = np.ones((1, 4), np.int32)
   params = nn.unbox(jax.jit(model.init)(jax.random.key(args.seed), tokens, tokens))["params"]
@@ -138,10 +126,8 @@ def main(argv=None):
       "tokens_per_s_basis": "median over timed calls; generated = num_samples * resp_len",
       "peak_rss_mib": common.peak_rss_mib()}
   common.emit("sample", args.label, {
-      "d_model": args.d_model, "layers_enc": args.layers_enc, "layers_dec": args.layers_dec,
-      "heads": args.heads, "d_ff": args.d_ff, "vocab": args.vocab, "ctx_len": args.ctx_len,
-      "resp_len": args.resp_len, "batch": 1, "threads": os.cpu_count(),
-      "block_type": args.block_type, "num_samples": args.num_samples,
+      **common.shape_config(args), "batch": 1, "threads": os.cpu_count(),
+      "num_samples": args.num_samples,
       "temperature": args.temperature, "no_cache": args.no_cache, "rank": "accumulated",
       "runs": args.runs, "warmup": args.warmup, "seed": args.seed}, results, args.jsonl)
   print(f"{args.label} ({args.block_type}, {total / 1e6:.1f}M, cache={not args.no_cache}): "

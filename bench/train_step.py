@@ -22,16 +22,8 @@ import common  # pylint: disable=wrong-import-position
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--label", default="small")
-  parser.add_argument("--block-type", default="evolved", choices=("evolved", "transformer"))
-  parser.add_argument("--d-model", type=int, default=512)
-  parser.add_argument("--layers-enc", type=int, default=1)
-  parser.add_argument("--layers-dec", type=int, default=6)
-  parser.add_argument("--heads", type=int, default=8)
-  parser.add_argument("--d-ff", type=int, default=2048)
-  parser.add_argument("--vocab", type=int, default=8000)
-  parser.add_argument("--ctx-len", type=int, default=128)
-  parser.add_argument("--resp-len", type=int, default=128)
+  common.add_shape_flags(parser, label="small", d_model=512, layers_enc=1, layers_dec=6,
+                         heads=8, d_ff=2048)
   parser.add_argument("--batch", type=int, default=16)
   parser.add_argument("--steps", type=int, default=10)
   parser.add_argument("--warmup", type=int, default=2)
@@ -42,12 +34,9 @@ def main(argv=None):
   import jax
   import numpy as np
   from meena_jax import partitioning, train_step
-  from meena_jax.config import ModelConfig
   from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 
-  cfg = ModelConfig(block_type=args.block_type, vocab_size=args.vocab, d_model=args.d_model,
-                    num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=args.layers_enc,
-                    num_decoder_layers=args.layers_dec, dropout_rate=0.1)
+  cfg = common.model_config(args, dropout_rate=0.1)
   model, optimizer = Seq2Seq(cfg), train_step.make_optimizer(1e-3)
   rng = np.random.default_rng(args.seed)
 
@@ -113,10 +102,8 @@ def main(argv=None):
       "gflops_analytic_basis": "XLA cost analysis of the compiled step",
       "loss_first": losses[0], "loss_last": losses[-1], "peak_rss_mib": common.peak_rss_mib()}
   common.emit("train", args.label, {
-      "d_model": args.d_model, "layers_enc": args.layers_enc, "layers_dec": args.layers_dec,
-      "heads": args.heads, "d_ff": args.d_ff, "vocab": args.vocab, "ctx_len": args.ctx_len,
-      "resp_len": args.resp_len, "batch": args.batch, "threads": os.cpu_count(),
-      "block_type": args.block_type, "seed": args.seed, "warmup": args.warmup,
+      **common.shape_config(args), "batch": args.batch, "threads": os.cpu_count(),
+      "seed": args.seed, "warmup": args.warmup,
       "steps": args.steps}, results, args.jsonl)
   print(f"{args.label} ({args.block_type}, {params / 1e6:.1f}M): "
         f"{results['target_tokens_per_s']:.0f} target tokens/s, step {median:.3f}s, "
