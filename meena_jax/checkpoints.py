@@ -47,8 +47,10 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
 
 def find_state_dir(path) -> pathlib.Path:
   """``MODEL_DIR``, ``MODEL_DIR/checkpoints`` or ``MODEL_DIR/checkpoints/<step>`` -> the
-  ``state`` item directory of that step (the newest complete one for a run directory)."""
-  path = pathlib.Path(path).expanduser()
+  ``state`` item directory of that step (the newest complete one for a run directory), as an
+  absolute path: orbax's tensorstore reader refuses relative ones (and its ``metadata`` call
+  then reports no tree at all)."""
+  path = pathlib.Path(path).expanduser().resolve()
   if (path / "state").is_dir():
     return path / "state"
   if path.name == "state" and path.is_dir():

@@ -53,14 +53,16 @@ def nll_by_hand(params, examples, input_length=32, target_length=16):
   return total, count
 
 
-def test_eval_perplexity_of_a_jsonl_file_equals_exp_mean_nll_by_hand(chitchat_dir, tmp_path):
+def test_eval_perplexity_of_a_jsonl_file_equals_exp_mean_nll_by_hand(chitchat_dir, tmp_path,
+                                                                     monkeypatch):
+  monkeypatch.chdir(tmp_path)  # The checkpoint is named relative to it, as `make demo` does.
   path = tmp_path / "mine.jsonl"
   path.write_text("".join(json.dumps({"id": f"c{i}", "turns": turns}) + "\n"
                           for i, turns in enumerate(CONVERSATIONS)))
   params = save_random_checkpoint(tmp_path / "run", CFG)
   chitchat = seqio_tasks.get_task("chitchat", chitchat_dir)
   result = evaluation.evaluate_checkpoint(
-      model_config=CFG, task=chitchat, checkpoint=str(tmp_path / "run"), batch_size=4,
+      model_config=CFG, task=chitchat, checkpoint="run", batch_size=4,
       input_length=32, target_length=16, data_dir=chitchat_dir, jsonl=str(path),
       progress=False)
   task = seqio_tasks.jsonl_task(str(path), chitchat.output_features["targets"].vocabulary
