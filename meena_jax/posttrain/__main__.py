@@ -11,6 +11,9 @@
   python -m meena_jax.posttrain ppo --gin_file=gin/posttrain/ppo_et_tiny_hh.gin \
       --gin.POLICY_CHECKPOINT=runs/sft --gin.REWARD_CHECKPOINT=runs/rm --gin.RUN_DIR=runs/ppo
   python -m meena_jax.posttrain report runs/ppo [runs/ppo_beta0 ...] [--output curves.png]
+  python -m meena_jax.posttrain policy_eval --gin_file=gin/posttrain/policy_eval_et_tiny_hh.gin \
+      --gin.REFERENCE=runs/sft --gin.REWARD_CHECKPOINT=runs/rm \
+      --gin.POLICIES="{'sft': 'runs/sft', 'ppo': 'runs/ppo', 'dpo': 'runs/dpo'}"
 
 ``sft`` is the trainer (``meena_jax.train``) started from a checkpoint's parameters; the others
 call ``commands.py``. gin is imported here only.
@@ -20,7 +23,7 @@ import json
 import logging
 import sys
 
-COMMANDS = ("sft", "rm", "rm_eval", "dpo", "ppo", "report")
+COMMANDS = ("sft", "rm", "rm_eval", "dpo", "ppo", "policy_eval", "report")
 
 
 def _register():
@@ -34,6 +37,7 @@ def _register():
     gin.external_configurable(commands.evaluate_reward_model, name="evaluate_reward_model")
     gin.external_configurable(commands.train_dpo, name="train_dpo")
     gin.external_configurable(commands.train_ppo, name="train_ppo")
+    gin.external_configurable(commands.evaluate_policies, name="evaluate_policies")
     gin.external_configurable(ppo.PPOConfig, name="PPOConfig")
   return gin, cli
 
@@ -69,13 +73,16 @@ def main(argv=None):
       print(f"step {last[0]['step']}: loss {last[0]['loss']:.3f}")
     return None
   name = {"rm": "train_reward_model", "rm_eval": "evaluate_reward_model", "dpo": "train_dpo",
-          "ppo": "train_ppo"}[command]
-  run_dir_macro = {"rm_eval": None}.get(command, "RUN_DIR")
+          "ppo": "train_ppo", "policy_eval": "evaluate_policies"}[command]
+  run_dir_macro = {"rm_eval": None, "policy_eval": None}.get(command, "RUN_DIR")
   if run_dir_macro:
     cli.require(f"{name}.run_dir", run_dir_macro, "/path/to/run")
   result = gin.get_configurable(name)()
   if command == "ppo":
     result = result[-1] if result else {}
+  if command == "policy_eval":  # The answers are in the output file.
+    result = {name: {k: v for k, v in summary.items() if not isinstance(v, list)}
+              for name, summary in result["policies"].items()}
   print(json.dumps(result, indent=2))
   return None
 

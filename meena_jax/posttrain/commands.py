@@ -17,7 +17,7 @@ import numpy as np
 from meena_jax import checkpoints, input_pipeline, partitioning
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
-from meena_jax.posttrain import dpo, ppo, preference_data, rm
+from meena_jax.posttrain import dpo, evaluate, ppo, preference_data, rm
 from meena_jax.posttrain.reward_model import RewardModel
 
 log = logging.getLogger("meena_jax.posttrain")
@@ -164,3 +164,64 @@ def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_
                  iterations=iterations, seed=seed,
                  ptx_batches=ptx_batches if config.ptx_coef else None,
                  checkpoint_every=checkpoint_every, progress=show)
+
+
+def _prompts(comparisons, vocabulary, input_length: int, context_turns: int = 7) -> np.ndarray:
+  """``[N, input_length]`` prompt tokens from the comparisons' contexts (PPO's rollout input)."""
+  from meena_jax import chat  # pylint: disable=import-outside-toplevel
+  contexts = chat.tokenize_contexts([list(c.context)[-context_turns:] for c in comparisons],
+                                    vocabulary, input_length)
+  prompts = np.zeros((len(contexts), input_length), np.int32)
+  for row, (ids, _) in enumerate(contexts):
+    prompts[row, :len(ids)] = ids
+  return prompts
+
+
+def evaluate_policies(*, model_config: ModelConfig, task, policies: dict,
+                      reference_checkpoint: str, reward_checkpoint: str, eval_file: str,
+                      output: Optional[str] = None, input_length: int = 128,
+                      target_length: int = 128, prompt_length: int = 0, num_samples: int = 4,
+                      max_length: int = 32, temperature: float = 1.0, max_prompts: int = 0,
+                      batch_size: int = 32, seed: int = 0, mesh_data: int = -1,
+                      mesh_model: int = 1) -> dict:
+  """Compares policies (``{name: checkpoint}``, PPO runs or SFT/DPO checkpoints) on
+  ``eval_file``: the reward model's mean score of each policy's sampled answers to the held-out
+  contexts (same keys for all), their KL to ``reference_checkpoint``, and the held-out
+  preference accuracy of each policy's implicit reward ``log pi - log pi_ref`` (DPO's eval;
+  beta does not change it). Writes ``output`` (JSON, with the first answer to each prompt)."""
+  mesh = partitioning.make_mesh(mesh_data, mesh_model)
+  vocabulary = _vocabulary(task)
+  comparisons, data = _load(eval_file, vocabulary, input_length, target_length)
+  prompts = _prompts(comparisons, vocabulary, prompt_length or input_length)
+  if max_prompts:
+    comparisons, prompts = comparisons[:max_prompts], prompts[:max_prompts]
+  policy_model = Seq2Seq(model_config)
+  reference = evaluate.load_policy(reference_checkpoint, model_config, mesh)
+  rm_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
+  data = dpo.with_reference(policy_model, reference, data, mesh, batch_size)
+  result = {"eval_file": eval_file, "reference_checkpoint": reference_checkpoint,
+            "reward_checkpoint": reward_checkpoint, "prompt_length": prompt_length or input_length,
+            "max_length": max_length, "temperature": temperature, "seed": seed,
+            "reward_model_accuracy": rm.pairwise_accuracy(
+                rm.score(RewardModel(model_config), rm_params, data, mesh, batch_size),
+                data)["accuracy"],
+            "contexts": [list(c.context) for c in comparisons], "policies": {}}
+  for name, checkpoint in policies.items():
+    params = evaluate.load_policy(checkpoint, model_config, mesh)
+    sampled = evaluate.sample_and_score(
+        model_config, params, rm_params, prompts, mesh, reference_params=reference,
+        num_samples=num_samples, max_length=max_length, temperature=temperature,
+        batch_size=batch_size, seed=seed)
+    implicit = dpo.implicit_rewards(policy_model, params, data, mesh, batch_size, beta=1.0)
+    # The sampler never draws padding (0); EOS (1) ends an answer and 0s follow it.
+    answers = [vocabulary.decode([int(t) for t in row[0] if t > 1]) for row in sampled["tokens"]]
+    result["policies"][name] = {
+        "checkpoint": checkpoint, **evaluate.summarize(sampled),
+        "implicit_reward_accuracy": rm.pairwise_accuracy(implicit, data)["accuracy"],
+        "first_answers": answers, "first_answer_rewards": sampled["rewards"][:, 0].tolist()}
+    log.info("%s: %s", name, {k: v for k, v in result["policies"][name].items()
+                              if not isinstance(v, list)})
+  if output:
+    pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
+    pathlib.Path(output).write_text(json.dumps(result, indent=2) + "\n")
+  return result
