@@ -147,11 +147,16 @@ def _reward_judge(args):
 
 
 def _gin_args(parser, argv):
-  """Flags, with gin's applied; TensorFlow (behind the task registry) loads only for an RM."""
+  """Flags, with gin's applied; TensorFlow (behind the task registry) loads only for an RM.
+
+  The post-training configurables are registered too, so the RM run's own gin file
+  (``gin/posttrain/rm_et_tiny_hh.gin``, which binds ``train_reward_model``) parses as it is.
+  """
   if not any(a.startswith(("--rm-checkpoint", "--gin")) for a in argv):
     return parser.parse_args(argv)
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  cli.register_training()
+  from meena_jax.posttrain import __main__ as posttrain_cli  # pylint: disable=import-outside-toplevel
+  posttrain_cli._register()  # pylint: disable=protected-access
   return cli.parse_args(argv, __doc__, parser)
 
 
