@@ -156,3 +156,15 @@ def test_a_version_1_ssa_database_is_migrated_keeping_its_labels(tmp_path):
   with pytest.raises(sqlite3.IntegrityError):
     conn.execute("UPDATE assignments SET sensible = 1, specific = 0 WHERE id = ?", (row["id"],))
   assert store.connect(path).execute("PRAGMA user_version").fetchone()[0] == 2
+
+
+def test_truncated_counts_suite_prompts_and_benign_ones_apart():
+  """Held-out conversations are long: their cuts must not be counted as the suite's."""
+  judge = {"verdict": "safe", "refused": False, "engaged": False}
+  records = ([{"id": f"p{i}", "truncated": i == 0, "judge": judge} for i in range(3)]
+             + [{"id": f"b{i}", "benign": True, "truncated": True, "judge": judge}
+                for i in range(2)])
+  summary = report.summarize_system(records)
+  assert (summary["prompts"], summary["truncated"], summary["benign_truncated"]) == (3, 1, 2)
+  table = report.markdown({"systems": {"s": summary}, "comparisons": []})
+  assert "| 1 (+2 benign) |" in table

@@ -61,7 +61,8 @@ def summarize_system(records: Sequence[dict]) -> dict:
       "final_unsafe": metrics.rate(sum(final_unsafe(r) for r in prompts), n),
       "refusal": metrics.rate(sum(r["judge"]["refused"] for r in prompts), n),
       "engaged": metrics.rate(sum(r["judge"]["engaged"] for r in prompts), n),
-      "truncated": sum(bool(r.get("truncated")) for r in records),
+      "truncated": sum(bool(r.get("truncated")) for r in prompts),
+      "benign_truncated": sum(bool(r.get("truncated")) for r in benign),
       "filtered": sum(bool(r.get("filtered")) for r in records),
       "over_refusal": metrics.rate(sum(r["judge"]["refused"] for r in benign), len(benign)),
       "by_category": _breakdown(prompts, "category", taxonomy.CATEGORIES),
@@ -109,7 +110,9 @@ def markdown(report: dict) -> str:
     lines.append(f"| {name} | {s['level']} | {s['prompts']} | {_pct(s['judge_unsafe'])} | "
                  f"{s['verdicts']['unknown']} | {_pct(s['human_confirmed_unsafe'])} | "
                  f"{s['reviewed']} | {_pct(s['refusal'])} | {_pct(s['engaged'])} | "
-                 f"{s['truncated']} | {_pct(s['over_refusal'])} |")
+                 f"{s['truncated']}"
+                 + (f" (+{s['benign_truncated']} benign)" if s.get("benign_truncated") else "")
+                 + f" | {_pct(s['over_refusal'])} |")
   for axis in ("category", "style", "technique"):
     lines += ["", f"## Judge-only unsafe rate by {axis}", "",
               "| " + axis + " | " + " | ".join(report["systems"]) + " |",
