@@ -44,8 +44,10 @@ def test_answers_are_scored_by_the_reward_model_with_their_kl(setup):
   assert np.abs(got["kl"]).sum() > 0
   np.testing.assert_array_equal(got["lengths"], reward_model.response_lengths(got["tokens"]))
   # The same keys for another policy (here: the same parameters): the same answers; without a
-  # reference the KL is 0.
+  # reference the KL is 0. The compiled sampler and scorer are reused, not rebuilt.
+  hits = evaluate._compiled.cache_info().hits  # pylint: disable=protected-access
   again = evaluate.sample_and_score(CFG, policy, rm, prompts, mesh, **kwargs)
+  assert evaluate._compiled.cache_info().hits == hits + 1  # pylint: disable=protected-access
   np.testing.assert_array_equal(again["tokens"], got["tokens"])
   np.testing.assert_allclose(again["kl"], 0.0, atol=1e-6)
 

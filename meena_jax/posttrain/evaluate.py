@@ -44,6 +44,17 @@ def _score(policy: Seq2Seq, value: RewardModel, policy_params, rm_params, refere
   return rewards, (log_probs - reference).sum(-1)
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled(model_config: ModelConfig, num_samples: int, max_length: int, temperature: float,
+              mesh):
+  """The jitted sampler and scorer, built once per setting so that every policy reuses them."""
+  policy, value = Seq2Seq(model_config), RewardModel(model_config)
+  sample = decoding.sampler(policy, decoding.DecodingConfig(
+      num_samples=num_samples, temperature=temperature, max_length=max_length,
+      repetition_ngram=0), mesh)
+  return sample, jax.jit(functools.partial(_score, policy, value))
+
+
 def sample_and_score(model_config: ModelConfig, policy_params, rm_params, prompts: np.ndarray,
                      mesh, *, reference_params=None, num_samples: int = 4,
                      max_length: int = 32, temperature: float = 1.0, batch_size: int = 32,
@@ -55,11 +66,7 @@ def sample_and_score(model_config: ModelConfig, policy_params, rm_params, prompt
   ``[N, n]``, ``kl`` ``[N, n]`` (summed ``log pi - log pi_ref``; zeros without a reference) and
   ``lengths`` ``[N, n]`` (tokens up to and including EOS).
   """
-  policy, value = Seq2Seq(model_config), RewardModel(model_config)
-  sample = decoding.sampler(policy, decoding.DecodingConfig(
-      num_samples=num_samples, temperature=temperature, max_length=max_length,
-      repetition_ngram=0), mesh)
-  score = jax.jit(functools.partial(_score, policy, value))
+  sample, score = _compiled(model_config, num_samples, max_length, temperature, mesh)
   reference_params = policy_params if reference_params is None else reference_params
   key, rows = jax.random.key(seed), len(prompts)
   out = {"tokens": [], "rewards": [], "kl": []}
