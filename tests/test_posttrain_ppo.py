@@ -1,6 +1,8 @@
 """PPO-ptx on a tiny model: reward goes up with beta > 0, per-token KL is log pi - log pi_ref of
-the sampled tokens, the value model starts from the reward model, and a run resumes."""
+the sampled tokens, the value model starts from the reward model, and a crashed run resumes
+exactly."""
 import dataclasses
+import json
 
 import flax.linen as nn
 import jax
@@ -41,15 +43,34 @@ def setup():
   return policy, rm, prompts, partitioning.make_mesh()
 
 
-def test_three_iterations_raise_the_reward_and_the_run_resumes(setup, tmp_path):
+class Crash(Exception):
+  """Raised from the progress callback to stop a run as a crash would."""
+
+
+def crash_at(step):
+  def progress(record):
+    if record["step"] == step:
+      raise Crash(step)
+  return progress
+
+
+def test_three_iterations_raise_the_reward_and_a_crashed_run_resumes_exactly(setup, tmp_path):
   policy, rm, prompts, mesh = setup
   kwargs = dict(model_config=CFG, config=CONFIG, policy_params=policy, reference_params=policy,
                 value_params=rm, rm_params=rm, prompts=prompts, run_dir=tmp_path, mesh=mesh,
-                seed=0, ptx_batches=ptx_batches, checkpoint_every=2)
-  first = ppo.run(iterations=2, **kwargs)
-  resumed = ppo.run(iterations=3, **kwargs)  # Restores iteration 2, runs the third.
-  records = first + resumed
-  assert [r["step"] for r in records] == [1, 2, 3]
+                iterations=3, seed=0, ptx_batches=ptx_batches, checkpoint_every=2)
+  # The run "crashes" after iteration 3 is logged but before it is checkpointed; the restarted
+  # run restores iteration 2 and must redo iteration 3 exactly. Both runs have the same
+  # settings, so the second compiles nothing new (the persistent cache holds its programs).
+  with pytest.raises(Crash):
+    ppo.run(progress=crash_at(3), **kwargs)
+  resumed = ppo.run(**kwargs)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records] == [1, 2, 3, 3] and resumed == records[3:]
+  timings = ("rollout_s", "score_s", "update_s")
+  crashed, redone = ({k: v for k, v in r.items() if k not in timings} for r in records[2:])
+  assert redone == pytest.approx(crashed, rel=1e-6, abs=1e-7)
+  records = records[:3]
   # The RM's reward of the policy's answers to its own rollout prompts, before and after, on
   # the same 4 x 32 sampling keys (one iteration's batch alone is too noisy to compare).
   trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
@@ -69,20 +90,19 @@ def test_three_iterations_raise_the_reward_and_the_run_resumes(setup, tmp_path):
   for key in ("entropy", "value_loss", "clip_fraction", "response_length", "ptx_loss"):
     assert all(np.isfinite(r[key]) for r in records), key
   assert records[0]["ptx_loss"] > 0
-  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
-  assert len(lines) == 3
 
 
 def test_per_token_kl_is_the_log_prob_difference_of_the_sampled_tokens(setup):
   policy, rm, prompts, mesh = setup
   trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
   other = jax.tree_util.tree_map(lambda x: x * 1.05, policy)  # A reference that differs.
-  tokens = trainer.sample(other, prompts[:4], jax.random.key(3))
+  # All 32 prompts: the shapes of the first test, whose compiled sampler and scorer are reused.
+  tokens = trainer.sample(other, prompts, jax.random.key(3))
   sampled = tokens.tokens[:, 0]
-  rollout = trainer.score(other, policy, rm, rm, prompts[:4], sampled)
+  rollout = trainer.score(other, policy, rm, rm, prompts, sampled)
   # Independently: teacher-forced log-softmax of both models at the sampled tokens.
   def log_probs(params):
-    logits = Seq2Seq(CFG).apply({"params": params}, prompts[:4],
+    logits = Seq2Seq(CFG).apply({"params": params}, prompts,
                                 reward_model.shift_right(sampled))
     chosen = jnp.take_along_axis(jax.nn.log_softmax(logits), sampled[..., None], -1)[..., 0]
     return chosen * reward_model.response_mask(sampled)
