@@ -103,8 +103,9 @@ def check_matches(stored: dict, expected: dict, where: str):
 
 
 def load_params(checkpoint, model, mesh=None):
-  """The parameters of a training checkpoint, checked against ``model`` and placed on ``mesh``
-  (replicated on the default device when None). Only ``params`` is read, not optimizer state.
+  """The parameters of a checkpoint, checked against ``model`` and placed on ``mesh``
+  (replicated on the default device when None). Only the parameters are read, not optimizer
+  state: ``params`` of a training (or reward-model) state, ``policy/params`` of a PPO run's.
 
   ``checkpoint`` is a run directory (its newest checkpoint), its ``checkpoints`` directory, or a
   ``checkpoints/<step>`` directory.
@@ -114,6 +115,9 @@ def load_params(checkpoint, model, mesh=None):
   metadata = checkpointer.metadata(state_dir)
   tree = getattr(metadata, "item_metadata", metadata)
   tree = getattr(tree, "tree", tree)
+  prefix = ("policy",) if isinstance(tree, dict) and "policy" in tree else ()
+  for key in prefix:
+    tree = tree[key]
   if not isinstance(tree, dict) or "params" not in tree:
     raise CheckpointMismatchError(f"{state_dir}: not a meena_jax train state (no 'params')")
   expected = abstract_params(model, mesh)
@@ -122,10 +126,14 @@ def load_params(checkpoint, model, mesh=None):
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     expected = jax.tree_util.tree_map(
         lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), expected)
+  item = {"params": expected}
+  restore_args = {"params": ocp.checkpoint_utils.construct_restore_args(expected)}
+  for key in reversed(prefix):
+    item, restore_args = {key: item}, {key: restore_args}
   restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"params": expected},
-      restore_args={"params": ocp.checkpoint_utils.construct_restore_args(expected)},
-      partial_restore=True))
+      item=item, restore_args=restore_args, partial_restore=True))
+  for key in prefix:
+    restored = restored[key]
   return restored["params"]
 
 

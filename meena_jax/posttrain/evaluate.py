@@ -12,26 +12,16 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 
 from meena_jax import checkpoints, decoding, input_pipeline
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
-from meena_jax.posttrain import ppo, reward_model
+from meena_jax.posttrain import reward_model
 from meena_jax.posttrain.reward_model import RewardModel
 
 
 def load_policy(checkpoint, model_config: ModelConfig, mesh=None):
   """Policy parameters of ``checkpoint``: a PPO run (its ``policy``) or a training run."""
-  state_dir = checkpoints.find_state_dir(checkpoint)
-  metadata = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).metadata(state_dir)
-  tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
-  if isinstance(tree, dict) and "policy" in tree:
-    params = ppo.final_params(checkpoint, model_config)
-    if mesh is not None:
-      params = jax.device_put(params, reward_model.param_shardings(Seq2Seq(model_config), mesh))
-    return params
   return checkpoints.load_params(checkpoint, Seq2Seq(model_config), mesh)
 
 

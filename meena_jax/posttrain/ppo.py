@@ -292,14 +292,4 @@ def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, referenc
 
 def final_params(run_dir, model_config: ModelConfig) -> dict:
   """The policy parameters of a PPO run's newest checkpoint (for chat and evaluation)."""
-  state_dir = checkpoints.find_state_dir(run_dir)
-  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  expected = checkpoints.abstract_params(Seq2Seq(model_config))
-  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  expected = jax.tree_util.tree_map(
-      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=device), expected)
-  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item={"policy": {"params": expected}},
-      restore_args={"policy": {"params": ocp.checkpoint_utils.construct_restore_args(
-          expected)}}, partial_restore=True))
-  return restored["policy"]["params"]
+  return checkpoints.load_params(run_dir, Seq2Seq(model_config))
