@@ -17,19 +17,27 @@ matplotlib.use("Agg")  # Files only: no display on training machines.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
 
-def read_metrics(run_dir) -> tuple[dict[int, float], dict[int, float]]:
-  """(step -> train loss, step -> eval perplexity) of one run; bad lines name file and line."""
+def read_records(run_dir) -> list[dict]:
+  """Every record of a run's ``metrics.jsonl`` in file order (a resumed run repeats some
+  steps; later lines win where callers key by step); a bad line is named by file and line."""
   path = pathlib.Path(run_dir) / "metrics.jsonl"
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no metrics (has the run logged a step yet?)")
-  train, evaluation = {}, {}
+  records = []
   for number, line in enumerate(path.read_text().splitlines(), 1):
     if not line.strip():
       continue
     try:
-      record = json.loads(line)
+      records.append(json.loads(line))
     except json.JSONDecodeError as error:
       raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+  return records
+
+
+def read_metrics(run_dir) -> tuple[dict[int, float], dict[int, float]]:
+  """(step -> train loss, step -> eval perplexity) of one run."""
+  train, evaluation = {}, {}
+  for record in read_records(run_dir):
     if "loss" in record:
       train[record["step"]] = record["loss"]
     if "eval_perplexity" in record:

@@ -1,7 +1,6 @@
 """PPO curves from a run's ``metrics.jsonl``: reward, KL, entropy, value loss, clip fraction,
 response length and ptx loss per iteration, one panel each, as PNG. Several run directories
 draw one line each (e.g. beta = 0.02 against beta = 0, or seeds)."""
-import json
 import pathlib
 from typing import Sequence
 
@@ -9,6 +8,8 @@ import matplotlib
 
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
+
+from meena_jax import curves  # pylint: disable=wrong-import-position
 
 PANELS = (("reward", "RM reward"), ("kl", "KL to reference (nats/response)"),
           ("entropy", "entropy (nats/token)"), ("value_loss", "value loss"),
@@ -18,19 +19,8 @@ PANELS = (("reward", "RM reward"), ("kl", "KL to reference (nats/response)"),
 
 def read_records(run_dir) -> list:
   """Per-iteration records of a PPO run, the last one of each iteration (resumes repeat
-  some); a bad line is named by file and line."""
-  path = pathlib.Path(run_dir) / "metrics.jsonl"
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: no metrics (has the run finished an iteration?)")
-  by_step = {}
-  for number, line in enumerate(path.read_text().splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as error:
-      raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-    by_step[record["step"]] = record
+  some)."""
+  by_step = {record["step"]: record for record in curves.read_records(run_dir)}
   return [by_step[s] for s in sorted(by_step)]
 
 
