@@ -136,12 +136,7 @@ def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_
   ``policy_checkpoint`` (SFT), the value model from ``reward_checkpoint``."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
   comparisons = preference_data.read_comparisons(prompt_file)
-  from meena_jax import chat  # pylint: disable=import-outside-toplevel
-  contexts = chat.tokenize_contexts([list(c.context)[-7:] for c in comparisons],
-                                    _vocabulary(task), input_length)
-  prompts = np.zeros((len(contexts), input_length), np.int32)
-  for row, (ids, _) in enumerate(contexts):
-    prompts[row, :len(ids)] = ids
+  prompts = _prompts(comparisons, _vocabulary(task), input_length)
   policy = checkpoints.load_params(policy_checkpoint, Seq2Seq(model_config), mesh)
   reference = jax.tree_util.tree_map(lambda x: x.copy(), policy)
   reward_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
