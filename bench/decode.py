@@ -96,7 +96,7 @@ def main(argv=None):
   else:
     jitted = decoding.compile_search(decoding.sample, model, max_length=args.resp_len,
                                      min_length=args.resp_len, **settings)
-    compiled = jax.jit(jitted).lower(params, context, jax.random.key(0)).compile()
+    compiled = jitted.lower(params, context, jax.random.key(0)).compile()
     run = functools.partial(compiled, params, context)
   compile_s = time.perf_counter() - start
 

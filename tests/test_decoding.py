@@ -98,6 +98,19 @@ def test_sample_scores_are_teacher_forced_log_likelihoods_sorted():
   assert np.all(np.diff(scores, axis=1) <= 0)  # Best first.
 
 
+def test_decoding_compiles_without_ynnpack_on_cpu():
+  """The per-step [N, d] matmuls run on XLA's own kernels (CPU_COMPILER_OPTIONS), which the
+  bench measured faster; a jax upgrade that renames the option must not silently drop it."""
+  if jax.default_backend() != "cpu":
+    pytest.skip("a CPU compiler option")
+  params, context = init_params(CFG), contexts()
+  args = (params, context, jax.random.key(0))
+  ours = compiled(decoding.sample, **SAMPLE).lower(*args).compile().as_text()
+  default = jax.jit(functools.partial(decoding.sample, Seq2Seq(CFG), **SAMPLE)).lower(
+      *args).compile().as_text()
+  assert "ynn_fusion" in default and "ynn_fusion" not in ours
+
+
 def test_min_length_forbids_early_eos_but_scores_stay_untempered():
   params = eos_prone(init_params(CFG))
   context = contexts()
