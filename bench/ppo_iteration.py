@@ -21,16 +21,7 @@ import common  # pylint: disable=wrong-import-position
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--label", default="tiny")
-  parser.add_argument("--d-model", type=int, default=256)
-  parser.add_argument("--heads", type=int, default=4)
-  parser.add_argument("--d-ff", type=int, default=1024)
-  parser.add_argument("--layers-enc", type=int, default=1)
-  parser.add_argument("--layers-dec", type=int, default=2)
-  parser.add_argument("--vocab", type=int, default=8000)
-  parser.add_argument("--block-type", default="evolved")
-  parser.add_argument("--ctx-len", type=int, default=64)
-  parser.add_argument("--resp-len", type=int, default=32)
+  common.add_shape_flags(parser, layers_enc=1, layers_dec=2, ctx_len=64, resp_len=32)
   parser.add_argument("--rollout-batch", type=int, default=32)
   parser.add_argument("--minibatches", type=int, default=4)
   parser.add_argument("--epochs", type=int, default=4)
@@ -44,13 +35,10 @@ def main():
   import jax.numpy as jnp
   import numpy as np
   from meena_jax import partitioning
-  from meena_jax.config import ModelConfig
   from meena_jax.model import Seq2Seq
   from meena_jax.posttrain import ppo, reward_model
 
-  cfg = ModelConfig(block_type=args.block_type, vocab_size=args.vocab, d_model=args.d_model,
-                    num_heads=args.heads, d_ff=args.d_ff, num_encoder_layers=args.layers_enc,
-                    num_decoder_layers=args.layers_dec, dropout_rate=0.0)
+  cfg = common.model_config(args, dropout_rate=0.0)
   config = ppo.PPOConfig(rollout_batch=args.rollout_batch, minibatches=args.minibatches,
                          epochs=args.epochs, max_length=args.resp_len, ptx_coef=27.8)
   tokens = jnp.ones((1, 4), jnp.int32)
