@@ -67,6 +67,9 @@ def main(argv=None):
   parser.add_argument("--runs", type=int, default=5)
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--no-cache", action="store_true")
+  parser.add_argument("--xla-cpu-defaults", action="store_true",
+                      help="compile with XLA's default CPU options (YNNPACK fusion on) instead "
+                      "of decoding.CPU_COMPILER_OPTIONS, for comparison")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--jsonl")
   args = parser.parse_args(argv)
@@ -94,8 +97,11 @@ def main(argv=None):
                             length=args.resp_len, **settings)
     jax.block_until_ready(run(jax.random.key(0)))  # Compiles the per-length programs.
   else:
-    jitted = decoding.compile_search(decoding.sample, model, max_length=args.resp_len,
-                                     min_length=args.resp_len, **settings)
+    settings.update(max_length=args.resp_len, min_length=args.resp_len)
+    if args.xla_cpu_defaults:  # No mesh, so compile_search's axis rules would change nothing.
+      jitted = jax.jit(functools.partial(decoding.sample, model, **settings))
+    else:
+      jitted = decoding.compile_search(decoding.sample, model, **settings)
     compiled = jitted.lower(params, context, jax.random.key(0)).compile()
     run = functools.partial(compiled, params, context)
   compile_s = time.perf_counter() - start
@@ -129,8 +135,10 @@ def main(argv=None):
       **common.shape_config(args), "batch": 1, "threads": os.cpu_count(),
       "num_samples": args.num_samples,
       "temperature": args.temperature, "no_cache": args.no_cache, "rank": "accumulated",
+      "xla_cpu_defaults": args.xla_cpu_defaults,
       "runs": args.runs, "warmup": args.warmup, "seed": args.seed}, results, args.jsonl)
   print(f"{args.label} ({args.block_type}, {total / 1e6:.1f}M, cache={not args.no_cache}): "
+        f"{'XLA CPU defaults, ' if args.xla_cpu_defaults else ''}"
         f"sample-and-rank {median:.3f}s, {1e3 * median / args.resp_len:.1f} ms/step, "
         f"compile {compile_s:.1f}s", file=sys.stderr)
 

@@ -335,7 +335,8 @@ def compile_search(search: Callable, model: Seq2Seq, mesh=None, **settings) -> C
   Returns ``fn(params, encoder_input_tokens[, key]) -> Candidates``. With a ``mesh`` the
   parameters follow the training axis rules, contexts and their candidates are split over
   ``data``, and the result is the same as on one device (sampling keys do not depend on the
-  layout: jax's threefry is partitionable).
+  layout: jax's threefry is partitionable). On CPU it compiles with ``CPU_COMPILER_OPTIONS``,
+  which jax accepts only on a top-level jit: call the result directly, not inside another jit.
   """
   bound = functools.partial(search, model, **settings)
 
