@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+import tqdm
 from clu import metric_writers
 
 from meena_jax import checkpoints, input_pipeline, partitioning
@@ -89,13 +90,15 @@ class MetricsLog:
 def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
         batch_size: int, epochs: int, learning_rate: float, seed: int = 0,
         log_every: int = 10, checkpoint_every: int = 0, keep_checkpoints: int = 2,
-        finalize: Optional[Callable] = None, evaluate: Optional[Callable] = None) -> tuple:
+        finalize: Optional[Callable] = None, evaluate: Optional[Callable] = None,
+        progress: bool = True) -> tuple:
   """Trains ``params`` on ``data`` with ``loss``; returns ``(params, records)``.
 
   Resumes from the newest checkpoint in ``run_dir`` (the batch order depends only on the seed,
   so a resumed run sees exactly the batches it would have). ``finalize(params) -> params`` runs
   after the last step, before the final checkpoint (the reward model's bias goes there);
-  ``evaluate(params) -> dict`` runs after it and its result is logged too.
+  ``evaluate(params) -> dict`` runs after it and its result is logged too. ``progress`` shows
+  a bar over the steps on process 0.
   """
   rows = len(data["encoder_input_tokens"])
   if rows < batch_size:
@@ -125,6 +128,9 @@ def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
   metrics_log, records = MetricsLog(run_dir), []
   key, sums, steps, started = jax.random.key(seed), None, 0, time.perf_counter()
   checkpoint_every = checkpoint_every or len(order)
+  bar = tqdm.tqdm(total=len(order), initial=int(state.step), desc=pathlib.Path(run_dir).name,
+                  unit="step", dynamic_ncols=True,
+                  disable=not progress or jax.process_index() > 0)
   try:
     for number in range(int(state.step) + 1, len(order) + 1):
       batch = input_pipeline.to_global({k: v[order[number - 1]] for k, v in data.items()}, mesh)
@@ -141,15 +147,18 @@ def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
         if not math.isfinite(record["loss"]):
           raise FloatingPointError(f"loss became non-finite by step {number}: {record}")
         records.append(metrics_log.write(number, record))
+        bar.set_postfix(loss=f"{record['loss']:.3f}", accuracy=f"{record['accuracy']:.3f}")
         sums, steps, started = None, 0, time.perf_counter()
       if number == len(order) and finalize is not None:
         state = state.replace(params=finalize(state.params))
       if number % checkpoint_every == 0 or number == len(order):
         manager.save(number, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"step": number})))
+      bar.update(1)
     if evaluate is not None:
       records.append(metrics_log.write(len(order), evaluate(state.params)))
   finally:
+    bar.close()
     metrics_log.close()
     manager.wait_until_finished()
   return state.params, records
