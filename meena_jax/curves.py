@@ -7,7 +7,6 @@ One figure, two panels: train loss (token-weighted, per log window) and eval per
 line per run. A restarted run logs some steps twice; the last record of a step wins.
 """
 import argparse
-import json
 import pathlib
 from typing import Sequence
 
@@ -16,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")  # Files only: no display on training machines.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
+from meena_jax import jsonl  # pylint: disable=wrong-import-position
+
 
 def read_records(run_dir) -> list[dict]:
   """Every record of a run's ``metrics.jsonl`` in file order (a resumed run repeats some
@@ -23,15 +24,7 @@ def read_records(run_dir) -> list[dict]:
   path = pathlib.Path(run_dir) / "metrics.jsonl"
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no metrics (has the run logged a step yet?)")
-  records = []
-  for number, line in enumerate(path.read_text().splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as error:
-      raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
-  return records
+  return [record for _, record in jsonl.read(path)]
 
 
 def read_metrics(run_dir) -> tuple[dict[int, float], dict[int, float]]:

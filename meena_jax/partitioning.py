@@ -9,7 +9,6 @@ from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax
-import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 # (logical name, mesh axis or None). Names listed with None are replicated on purpose.

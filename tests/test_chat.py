@@ -6,7 +6,6 @@ import json
 
 import gin
 import jax
-import numpy as np
 import pytest
 import seqio
 

@@ -8,7 +8,6 @@ import re
 
 import gin
 import jax
-import pytest
 
 from meena_jax.posttrain.reward_model import RewardModel, init_params as rm_init_params
 from meena_jax.safety import __main__ as safety_cli

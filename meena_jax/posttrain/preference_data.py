@@ -17,13 +17,13 @@ batch element is one prompt with up to ``K`` responses, so all its ranked pairs 
 element (InstructGPT's batching).
 """
 import dataclasses
-import gzip
-import json
 import pathlib
 import re
 from typing import Sequence
 
 import numpy as np
+
+from meena_jax import jsonl
 
 EOS_ID = 1
 HUMAN, ASSISTANT = "\n\nHuman: ", "\n\nAssistant: "
@@ -103,28 +103,15 @@ def from_ranked(record: dict, where: str) -> Comparison:
 def read_comparisons(path) -> list:
   """Every comparison of a ``.jsonl`` or ``.jsonl.gz`` file; blank lines are skipped."""
   path = pathlib.Path(path).expanduser()
-  opener = gzip.open if path.suffix == ".gz" else open
   comparisons = []
-  with opener(path, "rb") as f:
-    for number, raw in enumerate(f, start=1):
-      where = f"{path}:{number}"
-      try:
-        text = raw.decode("utf-8")
-      except UnicodeDecodeError:
-        raise BadComparison(f"{where}: invalid UTF-8") from None
-      if not text.strip():
-        continue
-      try:
-        record = json.loads(text)
-      except json.JSONDecodeError as error:
-        raise BadComparison(f"{where}: not JSON ({error.msg})") from None
-      if isinstance(record, dict) and {"chosen", "rejected"} <= record.keys():
-        comparisons.append(from_hh(record, where))
-      elif isinstance(record, dict) and {"context", "responses", "ranking"} <= record.keys():
-        comparisons.append(from_ranked(record, where))
-      else:
-        raise BadComparison(f'{where}: expected {{"chosen", "rejected"}} or {{"context", '
-                            f'"responses", "ranking"}}')
+  for where, record in jsonl.read(path, BadComparison):
+    if isinstance(record, dict) and {"chosen", "rejected"} <= record.keys():
+      comparisons.append(from_hh(record, where))
+    elif isinstance(record, dict) and {"context", "responses", "ranking"} <= record.keys():
+      comparisons.append(from_ranked(record, where))
+    else:
+      raise BadComparison(f'{where}: expected {{"chosen", "rejected"}} or {{"context", '
+                          f'"responses", "ranking"}}')
   if not comparisons:
     raise BadComparison(f"{path}: no comparisons in the file")
   return comparisons

@@ -17,6 +17,8 @@ import pathlib
 import re
 from typing import Optional, Sequence
 
+from meena_jax import jsonl
+
 FILTER_REPLY = "I can't help with that."
 
 
@@ -149,14 +151,8 @@ def run(responder, rows: Sequence[dict], output, *, mode: str = "sample", system
 def read_records(path) -> list:
   """JSONL records (answers, judged answers), with errors naming the line."""
   records = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if line.strip():
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as error:
-          raise RunError(f"{path}:{number}: not JSON ({error.msg})") from None
-        if not isinstance(record, dict) or "id" not in record:
-          raise RunError(f'{path}:{number}: expected an object with an "id"')
-        records.append(record)
+  for where, record in jsonl.read(path, RunError):
+    if not isinstance(record, dict) or "id" not in record:
+      raise RunError(f'{where}: expected an object with an "id"')
+    records.append(record)
   return records

@@ -28,6 +28,7 @@ import tempfile
 import zipfile
 from typing import Callable, Iterable, Optional
 
+from meena_jax import jsonl
 from meena_jax.safety import taxonomy
 
 DEFAULT_DATA_DIR = os.path.join("~", ".cache", "meena_jax", "safety")
@@ -225,24 +226,16 @@ def build(directory, downloader: Optional[Callable] = None) -> dict:
 def read_seeds(path) -> list:
   """Labelled seeds from a JSONL file (the cache, or a fixture), checked line by line."""
   seeds = []
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        seed = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise SeedError(f"{path}:{number}: not JSON ({error.msg})") from None
-      if (not isinstance(seed, dict) or not isinstance(seed.get("id"), str)
-          or not isinstance(seed.get("text"), str) or not isinstance(seed.get("categories"),
-                                                                     list)):
-        raise SeedError(f'{path}:{number}: expected {{"id": str, "text": str, "categories": '
-                        f"[...]}}")
-      unknown = [c for c in seed["categories"] if c not in taxonomy.CATEGORIES]
-      if unknown:
-        raise SeedError(f"{path}:{number}: unknown categor{'ies' if len(unknown) > 1 else 'y'}"
-                        f" {', '.join(unknown)}")
-      seeds.append(seed)
+  for where, seed in jsonl.read(path, SeedError):
+    if (not isinstance(seed, dict) or not isinstance(seed.get("id"), str)
+        or not isinstance(seed.get("text"), str) or not isinstance(seed.get("categories"),
+                                                                   list)):
+      raise SeedError(f'{where}: expected {{"id": str, "text": str, "categories": [...]}}')
+    unknown = [c for c in seed["categories"] if c not in taxonomy.CATEGORIES]
+    if unknown:
+      raise SeedError(f"{where}: unknown categor{'ies' if len(unknown) > 1 else 'y'}"
+                      f" {', '.join(unknown)}")
+    seeds.append(seed)
   return seeds
 
 

@@ -13,6 +13,7 @@ import json
 import random
 from typing import Sequence
 
+from meena_jax import jsonl
 from meena_jax.safety import styles, taxonomy
 
 FIELDS = ("id", "category", "style", "technique", "testcase")
@@ -68,22 +69,14 @@ def write(path, rows: Sequence[dict]) -> None:
 def read(path) -> list:
   """A suite JSONL file (what ``generate`` writes or ``--import`` converted)."""
   rows, seen = [], set()
-  with open(path, encoding="utf-8") as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise SuiteError(f"{path}:{number}: not JSON ({error.msg})") from None
-      missing = [k for k in FIELDS if not isinstance(row, dict) or not isinstance(row.get(k),
-                                                                                  str)]
-      if missing:
-        raise SuiteError(f"{path}:{number}: missing or non-string {', '.join(missing)}")
-      if row["id"] in seen:
-        raise SuiteError(f"{path}:{number}: id {row['id']!r} appears twice")
-      seen.add(row["id"])
-      rows.append(row)
+  for where, row in jsonl.read(path, SuiteError):
+    missing = [k for k in FIELDS if not isinstance(row, dict) or not isinstance(row.get(k), str)]
+    if missing:
+      raise SuiteError(f"{where}: missing or non-string {', '.join(missing)}")
+    if row["id"] in seen:
+      raise SuiteError(f"{where}: id {row['id']!r} appears twice")
+    seen.add(row["id"])
+    rows.append(row)
   return rows
 
 

@@ -4,7 +4,6 @@ placement is not what the axis rules say.
 
 Started by tests/test_posttrain_sharded.py with 8 fake CPU devices; not a test itself.
 """
-import dataclasses
 import json
 import tempfile
 
