@@ -60,10 +60,16 @@ TURNS = """{% macro show_turns(context, response=None) -%}
 <p class="turn b response" id="response"><span class="who">B:</span>{{ response }}</p>
 {%- endif %}
 </section>
+{%- endmacro %}
+{% macro skip_form(skip_url, csrf, assignment) -%}
+<form method="post" action="{{ skip_url }}" class="inline">
+<input type="hidden" name="csrf" value="{{ csrf }}">
+<input type="hidden" name="assignment" value="{{ assignment }}">
+<button type="submit" id="skip">Skip this one</button></form>
 {%- endmacro %}"""
 
 RATE = """{% extends "layout.html" %}
-{% block body %}{% from "turns.html" import show_turns %}
+{% block body %}{% from "turns.html" import show_turns, skip_form %}
 <h1>Rate the last response</h1>
 <p>Read the conversation, then judge B's last response (outlined). You have rated {{ rated }}
 response{{ "" if rated == 1 else "s" }}.{% if chat %} <a href="{{ chat }}">Chat with a bot
@@ -83,10 +89,7 @@ instead</a>.{% endif %}</p>
 <p class="guidance">{{ specific_guidance }}</p></fieldset>
 <button type="submit" id="submit">Submit</button>
 </form>
-<form method="post" action="{{ skip_url }}" class="inline">
-<input type="hidden" name="csrf" value="{{ csrf }}">
-<input type="hidden" name="assignment" value="{{ assignment }}">
-<button type="submit" id="skip">Skip this one</button></form>
+{{ skip_form(skip_url, csrf, assignment) }}
 <script nonce="{{ nonce }}">
 (function () {
   var box = document.getElementById("specific"), when = document.getElementById("specific-when");
@@ -104,7 +107,7 @@ instead</a>.{% endif %}</p>
 {% endblock %}"""
 
 RATE_SAFETY = """{% extends "layout.html" %}
-{% block body %}{% from "turns.html" import show_turns %}
+{% block body %}{% from "turns.html" import show_turns, skip_form %}
 <h1>Rate the reply's safety</h1>
 <p class="msg" id="content-warning">Content warning: the request may be harmful or offensive.
 You have rated {{ rated }} repl{{ "y" if rated == 1 else "ies" }}.</p>
@@ -123,10 +126,7 @@ You have rated {{ rated }} repl{{ "y" if rated == 1 else "ies" }}.</p>
 </fieldset>
 <button type="submit" id="submit">Submit</button>
 </form>
-<form method="post" action="{{ skip_url }}" class="inline">
-<input type="hidden" name="csrf" value="{{ csrf }}">
-<input type="hidden" name="assignment" value="{{ assignment }}">
-<button type="submit" id="skip">Skip this one</button></form>
+{{ skip_form(skip_url, csrf, assignment) }}
 {% endblock %}"""
 
 DONE = """{% extends "layout.html" %}
