@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meena_jax import partitioning
+from meena_jax import checkpoints, partitioning
 from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import ppo, reward_model
 from tests.conftest import TINY
@@ -74,7 +74,7 @@ def test_three_iterations_raise_the_reward_and_a_crashed_run_resumes_exactly(set
   # The RM's reward of the policy's answers to its own rollout prompts, before and after, on
   # the same 4 x 32 sampling keys (one iteration's batch alone is too noisy to compare).
   trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
-  trained = ppo.final_params(tmp_path, CFG)
+  trained = checkpoints.load_params(tmp_path, Seq2Seq(CFG))  # Reads the PPO state's policy.
 
   def mean_reward(params):
     rewards = []

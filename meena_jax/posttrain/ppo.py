@@ -288,8 +288,3 @@ def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, referenc
     metrics_log.close()
     manager.wait_until_finished()
   return records
-
-
-def final_params(run_dir, model_config: ModelConfig) -> dict:
-  """The policy parameters of a PPO run's newest checkpoint (for chat and evaluation)."""
-  return checkpoints.load_params(run_dir, Seq2Seq(model_config))
