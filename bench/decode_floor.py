@@ -8,7 +8,7 @@ matrix once and by the tied embedding for the logits; nothing else in the step g
 parameter count. This script takes those matrices' shapes from the model itself (every decoder
 kernel except the encoder attentions' key/value projections, which run once per context) and
 times one jitted chain of ``[N, in] @ [in, out]`` products over them, each fed by the previous
-product's output, as a step's layers are. It does no attention, normalisation, conv or sampling,
+product's output, as a step's layers are, compiled with the sampler's own options. It does no attention, normalisation, conv or sampling,
 so ``resp_len`` times its median is a floor under any sample-and-rank on these shapes and this
 machine at fp32, and ``peer_s / floor_s`` bounds the speed-up over a peer that took ``peer_s``.
 
@@ -17,6 +17,7 @@ cross-attention Q/O, FFN in/out, tied LM head) on the same chain, so its floor a
 measured time show how close the peer runs to the same limit.
 """
 import argparse
+import functools
 import os
 import sys
 import time
@@ -65,13 +66,16 @@ def time_chain(shapes, rows: int, runs: int, seed: int) -> list:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
+  from meena_jax import decoding  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(seed)
   weights = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * s[0] ** -0.5)
              for s in shapes]
   widest = max(max(s) for s in shapes)
 
-  @jax.jit
+  options = decoding.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+
+  @functools.partial(jax.jit, compiler_options=options)  # As the decoding step is compiled.
   def chain(x, weights):
     total = jnp.zeros((), jnp.float32)
     for w in weights:
