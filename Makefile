@@ -1,5 +1,5 @@
 # Two commands do everything on a fresh machine with Python 3.11:
-#   make test   create .venv if missing, install meena_jax[test], run the test suite
+#   make test   create .venv if missing, install meena_jax[test,tpu], run the test suite
 #   make demo   same install, then the main job on the embedded default
 PYTHON3 ?= python3
 VENV ?= .venv
@@ -14,7 +14,7 @@ install: $(STAMP)
 $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,tpu]'
 	touch $(STAMP)
 
 # The SSA app's browser test drives Debian's Chromium; install it where we can (root + apt),

@@ -14,7 +14,7 @@ setup(
               "meena_tasks"],
     package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
     install_requires=[
-        "jax>=0.10.2",
+        "jax==0.10.2",  # Pinned: libtpu (the [tpu] extra) is built for one jax release.
         "flax>=0.12.8",
         "optax>=0.2.8",
         "seqio>=0.0.20",
@@ -44,5 +44,10 @@ setup(
         "scikit-learn>=1.9.1",
         "PyYAML>=6.0.4",
     ],
-    extras_require={"test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0"]},
+    extras_require={
+        "test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0"],
+        # libtpu: compile the real programs for TPU slices on any machine
+        # (python -m meena_jax.compile, the pod launcher's fit check); on a TPU VM it runs them.
+        "tpu": ["jax[tpu]==0.10.2"],
+    },
 )

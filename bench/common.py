@@ -3,16 +3,8 @@
 Every bench script builds its ``results`` dict and calls ``emit``; one JSON object per line goes
 to stdout and, with ``--jsonl``, is appended to a file that ``table.py`` renders beside the peer.
 """
-import datetime
-import json
-import os
-import platform
 import resource
 import statistics
-import sys
-
-SCHEMA = "peer-bench/v1"
-PEER = "meena_jax"
 
 
 def add_shape_flags(parser, **defaults):
@@ -55,32 +47,7 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def versions() -> dict:
-  import jax
-  import numpy
-  found = {"python": platform.python_version(), "jax": jax.__version__,
-           "numpy": numpy.__version__}
-  for name in ("flax", "optax", "seqio", "tensorflow", "sentencepiece"):
-    module = sys.modules.get(name)
-    if module is not None:
-      found[name] = getattr(module, "__version__", "?")
-  return found
-
-
-def machine() -> dict:
-  return {"cpu": platform.processor() or platform.machine(), "nproc": os.cpu_count(),
-          "platform": platform.platform()}
-
-
 def emit(mode: str, label: str, config: dict, results: dict, jsonl: str = None) -> dict:
-  record = {"schema": SCHEMA, "peer": PEER, "mode": mode, "label": label,
-            "timestamp_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                timespec="seconds"),
-            "config": dict(config, mode=mode, label=label), "results": results,
-            "versions": versions(), "machine": machine()}
-  line = json.dumps(record)
-  print(line)
-  if jsonl:
-    with open(jsonl, "a") as f:
-      f.write(line + "\n")
-  return record
+  """Prints the record (and appends it to ``jsonl``): ``meena_jax.records.emit``."""
+  from meena_jax import records  # pylint: disable=import-outside-toplevel
+  return records.emit(mode, label, config, results, jsonl)

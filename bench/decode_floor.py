@@ -35,14 +35,12 @@ def t5_step_shapes(args) -> list:
 
 def model_step_shapes(args) -> list:
   """The (in, out) of every matmul one meena_jax decoding step does, in layer order."""
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  from meena_jax import state  # pylint: disable=import-outside-toplevel
   from meena_jax.model import Seq2Seq  # pylint: disable=import-outside-toplevel
 
   model = Seq2Seq(common.model_config(args, dropout_rate=0.0))
-  tokens = np.ones((1, 4), np.int32)
-  params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), tokens, tokens))["params"]
+  params = state.abstract_params(model)
   shapes = []
   for layer in range(args.layers_dec):
     flat = jax.tree_util.tree_flatten_with_path(params[f"decoder_{layer}"])[0]

@@ -34,6 +34,7 @@ def main(argv=None):
   import jax
   import numpy as np
   from meena_jax import partitioning, train_step
+  from meena_jax import state as state_lib
   from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 
   cfg = common.model_config(args, dropout_rate=0.1)
@@ -49,8 +50,9 @@ def main(argv=None):
             "decoder_loss_weights": np.ones(targets.shape, np.float32)}
 
   mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-  state, shardings = train_step.create_state(model, optimizer, jax.random.key(args.seed),
-                                             batch(), mesh)
+  abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
+  state = state_lib.create_state(model, optimizer, jax.random.key(args.seed), abstract)
+  shardings = state_lib.shardings(abstract)
   params = sum(x.size for x in jax.tree_util.tree_leaves(state.params))
   step = train_step.jit_train_step(model, optimizer, shardings,
                                    partitioning.batch_sharding(mesh))

@@ -228,7 +228,7 @@ def launch_on_pods(runs: Sequence[Run], args: argparse.Namespace, out=None):
     job = tpu_pod.make_job(args, tpu_name=f"{args.tpu_name}-{run.index}",
                            dry_run=args.dry_run)
     config = tpu_pod.load_run(run.gin_files, run.overrides)
-    layout = tpu_pod.check(config, job.slice)
+    layout = tpu_pod.check(config, job.slice, compile_check=not args.skip_compile_check)
     steps = tpu_pod.build_steps(job, config)
     print(f"## run {run.index + 1}/{len(runs)}: {run.name} on {job.tpu_name}", file=out)
     print("\n".join(tpu_pod.describe(config, job.slice, layout)), file=out)

@@ -17,19 +17,16 @@ metadata. The gin config is read here first, overrides included, so a mesh that 
 the slice, a batch that does not split, a local MODEL_DIR on a multi-host slice or a train state
 larger than a device's memory is refused before anything is created.
 
-Slice facts (Cloud TPU system-architecture pages for v2/v3, v4, v5e and v5p; megacore from
-``jax.experimental.pallas.tpu.ChipVersion``):
-- v2-N, v3-N: N TensorCores, 2 per chip, one JAX device per core, 8 cores per host
-  (v3-32: 32 devices on 4 hosts). HBM 8 GiB (v2) / 16 GiB (v3) per core.
-- v4-N, v5p-N: N TensorCores, 2 per chip fused as one megacore device, so N/2 JAX devices,
-  4 chips per host (v4-32: 16 devices on 4 hosts). HBM 32 GiB (v4) / 95 GB (v5p) per chip.
-- v5litepod-N (also spelt v5e-N here): N chips of one TensorCore, one device each, up to 8 chips
-  per host (v5litepod-16: 16 devices on 2 hosts; -1, -4 and -8 are one host). 16 GiB per chip.
+With libtpu installed (``pip install -e '.[tpu]'``) the check compiles the run's train and eval
+steps for the slice first (``meena_jax.compile``: nothing is allocated, nothing runs) and refuses
+a config whose compiled memory exceeds a device's HBM, naming the numbers and the largest
+buffers, and prints the predicted step time and MFU. Without libtpu, or with
+``--skip_compile_check``, it adds up parameters, gradients and Adafactor slots instead, which
+counts no activations, and says so. Slice facts: ``meena_jax.slices``.
 """
 import argparse
 import collections
 import dataclasses
-import math
 import pathlib
 import re
 import shlex
@@ -39,71 +36,19 @@ import time
 from typing import Optional, Sequence
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+from meena_jax import slices  # pylint: disable=wrong-import-position
 REMOTE_DIR = "~/meena_jax"  # Every worker's copy of the repository (or of its gin/ files).
 JAX_TPU = '"jax[tpu]"'  # jax with libtpu, at the version meena_jax's own requirement allows.
 POLL_SECONDS = 30  # How often a queued resource's state is read while waiting for ACTIVE.
-GIB = 2 ** 30
+GIB = slices.GIB
 
 
-@dataclasses.dataclass(frozen=True)
-class Generation:
-  """What an accelerator type's number counts and how that maps to JAX devices and hosts."""
-  counts: str                 # What N in "<generation>-N" counts.
-  device: str                 # What one JAX device is.
-  devices_per_unit: float     # JAX devices per counted unit (0.5: two cores make one megacore).
-  devices_per_host: int
-  hbm_gib: float              # Per JAX device.
-  runtime_version: str        # Default TPU VM image.
-  sizes: Optional[tuple] = None  # Allowed N; None: any multiple of 8.
-  max_size: int = 0
-
-
-GENERATIONS = {
-    "v2": Generation("TensorCores", "TensorCore", 1, devices_per_host=8, hbm_gib=8,
-                     runtime_version="tpu-ubuntu2204-base", sizes=(8, 32, 128, 256, 512)),
-    "v3": Generation("TensorCores", "TensorCore", 1, devices_per_host=8, hbm_gib=16,
-                     runtime_version="tpu-ubuntu2204-base",
-                     sizes=(8, 32, 64, 128, 256, 512, 1024, 2048)),
-    "v4": Generation("TensorCores", "megacore chip", 0.5, devices_per_host=4, hbm_gib=32,
-                     runtime_version="tpu-ubuntu2204-base", max_size=8192),
-    "v5p": Generation("TensorCores", "megacore chip", 0.5, devices_per_host=4,
-                      hbm_gib=95e9 / GIB, runtime_version="v2-alpha-tpuv5", max_size=12288),
-    "v5litepod": Generation("chips", "chip", 1, devices_per_host=8, hbm_gib=16,
-                            runtime_version="v2-alpha-tpuv5-lite",
-                            sizes=(1, 4, 8, 16, 32, 64, 128, 256)),
-}
-
-
-@dataclasses.dataclass(frozen=True)
-class Slice:
-  accelerator_type: str  # As gcloud spells it.
-  generation: Generation
-  size: int
-
-  @property
-  def devices(self) -> int:
-    return int(self.size * self.generation.devices_per_unit)
-
-  @property
-  def hosts(self) -> int:
-    return max(1, self.devices // self.generation.devices_per_host)
-
-
-def parse_accelerator(text: str) -> Slice:
-  """``v3-32`` -> its Slice; an unknown generation or size is refused naming the flag."""
-  match = re.fullmatch(r"(v2|v3|v4|v5p|v5litepod|v5e)-(\d+)", text)
-  if not match:
-    raise SystemExit(f"--accelerator_type={text}: expected v2-N, v3-N, v4-N, v5p-N or "
-                     f"v5litepod-N (v5e-N)")
-  name = "v5litepod" if match[1] == "v5e" else match[1]
-  generation, size = GENERATIONS[name], int(match[2])
-  if generation.sizes and size not in generation.sizes:
-    raise SystemExit(f"--accelerator_type={text}: {name} slices have "
-                     f"{', '.join(map(str, generation.sizes))} {generation.counts}")
-  if not generation.sizes and (size % 8 or not 8 <= size <= generation.max_size):
-    raise SystemExit(f"--accelerator_type={text}: {name} slices have a multiple of 8 "
-                     f"{generation.counts}, 8 to {generation.max_size}")
-  return Slice(f"{name}-{size}", generation, size)
+def parse_accelerator(text: str) -> slices.Slice:
+  """``v3-32`` -> its Slice (``meena_jax.slices``); a bad type exits naming the flag."""
+  try:
+    return slices.parse_accelerator(text)
+  except ValueError as error:
+    raise SystemExit(str(error)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,25 +62,26 @@ class RunConfig:
   mesh_model: int
   num_microbatches: int
   input_shards: Optional[int]
-  learning_rate: float
-  constant_steps: int
-  model_config: object  # meena_jax.config.ModelConfig
+  settings: dict  # train.programs' settings (model_config included): what gets compiled.
+
+  @property
+  def model_config(self):
+    return self.settings["model_config"]
 
 
 def read_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
   """The RunConfig of the gin state already parsed from ``gin_files`` and ``overrides``."""
-  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli, compile  # pylint: disable=import-outside-toplevel,redefined-builtin
   model_dir = cli.require("train.model_dir", "MODEL_DIR", "gs://BUCKET/run")
-  value = cli._value  # pylint: disable=protected-access
+  settings = {"mesh_data": -1, "mesh_model": 1, "num_microbatches": 1,
+              **cli.bound_arguments("train", compile.TRAIN_SETTINGS),
+              "model_config": cli.model_config()}
   return RunConfig(
       gin_files=tuple(gin_files), overrides=tuple(overrides), model_dir=str(model_dir),
-      batch_size=value("train.batch_size"), mesh_data=value("train.mesh_data"),
-      mesh_model=value("train.mesh_model"),
-      num_microbatches=value("train.num_microbatches") or 1,
-      input_shards=value("train.input_shards"),
-      learning_rate=value("train.learning_rate") or 0.01,
-      constant_steps=value("train.constant_steps") or 10_000,
-      model_config=cli.model_config())
+      batch_size=settings["batch_size"], mesh_data=settings["mesh_data"],
+      mesh_model=settings["mesh_model"], num_microbatches=settings["num_microbatches"],
+      input_shards=cli.bound_arguments("train", ["input_shards"]).get("input_shards"),
+      settings=settings)
 
 
 def load_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
@@ -158,9 +104,10 @@ class Layout:
   rows_per_device: int
   params_bytes: float
   optimizer_bytes: float
+  compiled: Optional[dict] = None  # meena_jax.compile's report; None: the analytic check.
 
 
-def resolve_mesh(run: RunConfig, slice_: Slice) -> tuple[int, int]:
+def resolve_mesh(run: RunConfig, slice_: slices.Slice) -> tuple[int, int]:
   """(data, model) sizes on the slice, as ``partitioning.make_mesh`` will choose them."""
   from meena_jax import partitioning  # pylint: disable=import-outside-toplevel
   try:
@@ -172,8 +119,10 @@ def resolve_mesh(run: RunConfig, slice_: Slice) -> tuple[int, int]:
                      f"{error}") from None
 
 
-def check(run: RunConfig, slice_: Slice, keep: bool = False) -> Layout:
-  """Refuses, with a message naming the setting, a run that cannot work on ``slice_``."""
+def check(run: RunConfig, slice_: slices.Slice, keep: bool = False,
+          compile_check: bool = True) -> Layout:
+  """Refuses, with a message naming the setting, a run that cannot work on ``slice_``; with
+  libtpu (and ``compile_check``) the fit is decided by the compiled train and eval steps."""
   data, model = resolve_mesh(run, slice_)
   batch, hosts, micro = run.batch_size, slice_.hosts, run.num_microbatches
   shards = run.input_shards or hosts
@@ -195,58 +144,97 @@ def check(run: RunConfig, slice_: Slice, keep: bool = False) -> Layout:
       raise SystemExit(f"MODEL_DIR={run.model_dir} is on the TPU VM's disk, which is deleted "
                        f"with the slice: use a gs:// path, or pass --keep")
   params, optimizer = state_bytes_per_device(run, data, model)
-  hbm = slice_.generation.hbm_gib * GIB
+  layout = Layout(data, model, batch // hosts, batch // data, params, optimizer)
+  hbm = slice_.hbm_bytes
+  if compile_check and slices.libtpu_available():
+    return dataclasses.replace(layout, compiled=compiled_check(run, slice_, model))
   if 2 * params + optimizer > hbm:
     raise SystemExit(
         f"the train state does not fit: {_size(params)} of parameters, the same again of "
         f"gradients and {_size(optimizer)} of Adafactor state per device exceed the "
         f"{_size(hbm)} of a {slice_.accelerator_type} device; raise MESH_MODEL "
         f"(now {model}) or use a larger slice")
-  return Layout(data, model, batch // hosts, batch // data, params, optimizer)
+  return layout
+
+
+def compiled_check(run: RunConfig, slice_: slices.Slice, model: int) -> dict:
+  """Compiles the train and eval steps for the slice; refuses one that does not fit a
+  device's HBM (the eval step beside the optimizer state it leaves resident), naming the
+  bytes and the largest buffers. Returns ``meena_jax.compile``'s report."""
+  from meena_jax import compile  # pylint: disable=import-outside-toplevel,redefined-builtin
+  advice = f"raise MESH_MODEL (now {model}), lower BATCH_SIZE, or use a larger slice"
+  print(f"# compiling the train and eval steps for {slice_.accelerator_type} (libtpu, "
+        f"compile only; minutes for a large model) ...", flush=True)
+  try:
+    report = compile.compile_run(run.settings, slice_, programs=("train", "eval"),
+                                 progress=lambda line: print(f"#   {line.strip()}", flush=True))
+  except ValueError as error:
+    raise SystemExit(str(error)) from None
+  except Exception as error:  # pylint: disable=broad-except  # XLA's runtime error types vary.
+    if "RESOURCE_EXHAUSTED" not in str(error):
+      raise
+    raise SystemExit(f"the run does not fit a {slice_.accelerator_type} device: the compiler "
+                     f"says {str(error).splitlines()[0]}; {advice}") from None
+  for name, entry in report["programs"].items():
+    memory = entry["memory"]
+    needed = memory["total"] + memory.get("resident_beside", 0)
+    if needed > slice_.hbm_bytes:
+      largest = "; ".join(f"{_size(b['bytes'])} {b['what']}" for b in entry["largest"][:3])
+      raise SystemExit(
+          f"the compiled {name} does not fit: {_size(needed)} per device (arguments "
+          f"{_size(memory['arguments'])}, temporaries {_size(memory['temps'])}"
+          + (f", optimizer state beside it {_size(memory['resident_beside'])}"
+             if memory.get("resident_beside") else "")
+          + f") exceed the {_size(slice_.hbm_bytes)} of a {slice_.accelerator_type} device; "
+          f"largest buffers: {largest}; {advice}")
+  return report
 
 
 def state_bytes_per_device(run: RunConfig, data: int, model: int) -> tuple[float, float]:
-  """(parameter bytes, Adafactor bytes) one device holds on a (data, model) mesh.
-
-  Shapes come from ``jax.eval_shape`` of the model's init and of the optimizer's init (nothing
-  is allocated); shardings from the project's own rules on an abstract mesh, so an uneven split
-  fails here naming the parameter. Activations and the transient gradients are not included.
-  """
-  import flax.linen as nn  # pylint: disable=import-outside-toplevel
+  """(parameter bytes, Adafactor bytes) one device holds on a (data, model) mesh: the train
+  state of ``train.programs`` on an abstract mesh (nothing is allocated; an uneven split fails
+  naming the parameter). Activations and the transient gradients are not included."""
   import jax  # pylint: disable=import-outside-toplevel
 
-  from meena_jax import partitioning, train_step  # pylint: disable=import-outside-toplevel
-  from meena_jax.model import Seq2Seq  # pylint: disable=import-outside-toplevel
+  from meena_jax import partitioning, state, train  # pylint: disable=import-outside-toplevel
   mesh = jax.sharding.AbstractMesh((data, model), partitioning.MESH_AXES)
-  module = Seq2Seq(run.model_config)
-  tokens = jax.ShapeDtypeStruct((1, 8), jax.numpy.int32)
-  boxed = jax.eval_shape(lambda t: module.init(jax.random.key(0), t, t), tokens)["params"]
-  params = nn.unbox(boxed)
+  settings = {k: v for k, v in run.settings.items() if k not in ("mesh_data", "mesh_model")}
   try:
-    param_shardings = partitioning.param_shardings(boxed, mesh)
+    abstract = train.programs(mesh=mesh, **settings).state
   except ValueError as error:
     raise SystemExit(str(error)) from None
-  optimizer = train_step.make_optimizer(run.learning_rate, run.constant_steps)
-  opt_state = jax.eval_shape(optimizer.init, params)
-  opt_shardings = partitioning.slot_shardings(opt_state, params, param_shardings, mesh)
-
-  def per_device(shapes, shardings):
-    total = 0.0
-    for shape, sharding in zip(jax.tree_util.tree_leaves(shapes),
-                               jax.tree_util.tree_leaves(shardings)):
-      axes = [a for entry in sharding.spec if entry
-              for a in (entry if isinstance(entry, tuple) else (entry,))]
-      total += shape.size * shape.dtype.itemsize / math.prod(mesh.shape[a] for a in axes)
-    return total
-  return per_device(params, param_shardings), per_device(opt_state, opt_shardings)
+  return state.bytes_per_device(abstract.params), state.bytes_per_device(abstract.opt_state)
 
 
 def _size(n: float) -> str:
   return f"{n / GIB:.2f} GiB" if n >= GIB / 10 else f"{n / 2 ** 20:.1f} MiB"
 
 
-def describe(run: RunConfig, slice_: Slice, layout: Layout) -> list[str]:
+def describe(run: RunConfig, slice_: slices.Slice, layout: Layout) -> list[str]:
   """The plan as comment lines: what the dry run and the launch print first."""
+  return _describe_state(run, slice_, layout) + _describe_compiled(run, slice_, layout)
+
+
+def _describe_compiled(run: RunConfig, slice_: slices.Slice, layout: Layout) -> list[str]:
+  if layout.compiled is None:
+    why = ("libtpu is not installed (pip install -e '.[tpu]')" if not slices.libtpu_available()
+           else "--skip_compile_check")
+    return [f"# fit checked by arithmetic only ({why}): activations are not counted, and "
+            f"there is no predicted step time"]
+  train = layout.compiled["programs"]["train_step"]
+  memory = train["memory"]
+  lines = [f"# compiled train step per device: {_size(memory['total'])} of "
+           f"{_size(slice_.hbm_bytes)} (arguments {_size(memory['arguments'])}, temporaries "
+           f"{_size(memory['temps'])}), headroom {_size(memory['headroom'])}"]
+  if train.get("predicted_s"):
+    lines.append(f"# predicted by the compiler: {train['predicted_s']:.4f} s per step, MFU "
+                 f"{train['mfu']:.1%}, {train['target_tokens_per_s']:,.0f} target tokens/s, "
+                 f"{train['days_for_train_steps']:.2f} days for TRAIN_STEPS="
+                 f"{run.settings['train_steps']}")
+  return lines
+
+
+def _describe_state(run: RunConfig, slice_: slices.Slice, layout: Layout) -> list[str]:
   g = slice_.generation
   params, optimizer = layout.params_bytes, layout.optimizer_bytes
   return [
@@ -266,7 +254,7 @@ class Job:
   tpu_name: str
   zone: str
   project: str
-  slice: Slice
+  slice: slices.Slice
   runtime_version: str
   spot: bool = False
   queued: bool = False
@@ -420,6 +408,9 @@ def add_pod_flags(parser: argparse.ArgumentParser, required: bool = True):
                      help="v3-8 ... v3-2048, v4-N, v5p-N, v5litepod-N (v5e-N)")
   group.add_argument("--runtime_version", help="TPU VM image (default: the generation's)")
   group.add_argument("--spot", action="store_true", help="spot (preemptible) capacity")
+  group.add_argument("--skip_compile_check", action="store_true",
+                     help="check the fit by arithmetic, without compiling the steps for the "
+                          "slice (what happens anyway without libtpu)")
   group.add_argument("--queued", action="store_true",
                      help="create through a queued resource and wait until it is ACTIVE")
   group = parser.add_argument_group("what to install (one of)")
@@ -471,7 +462,7 @@ def main(argv=None):
   args = cli.parse_args(argv, __doc__, parser)
   job = make_job(args, dry_run=args.dry_run)
   run = read_run(args.gin_file, [a[len("--gin."):] for a in argv if a.startswith("--gin.")])
-  layout = check(run, job.slice, keep=args.keep)
+  layout = check(run, job.slice, keep=args.keep, compile_check=not args.skip_compile_check)
   steps = build_steps(job, run)
   delete = steps[-1]
   if args.keep:

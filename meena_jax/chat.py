@@ -20,7 +20,7 @@ from typing import Optional, Sequence, TextIO
 import jax
 import numpy as np
 
-from meena_jax import decoding, repetition
+from meena_jax import decoding, partitioning, repetition
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 
@@ -61,17 +61,19 @@ class Responder:
   """Answers batches of conversations with compiled sample-and-rank or beam search.
 
   Batches are padded to ``batch_size`` contexts of ``context_length`` tokens, so each search
-  compiles once. Sampling keys derive from ``seed`` and a call counter.
+  compiles once. Sampling keys derive from ``seed`` and a call counter. With a ``mesh`` (the
+  parameters placed on it) contexts split over ``data`` and weights over ``model``.
   """
 
   def __init__(self, model: Seq2Seq, params, vocabulary, config: decoding.DecodingConfig, *,
                context_length: int = 128, context_turns: int = 7, batch_size: int = 8,
-               seed: int = 0):
+               seed: int = 0, mesh=None):
     self.vocabulary, self.config = vocabulary, config
     self.context_length, self.context_turns, self.batch_size = (context_length, context_turns,
                                                                 batch_size)
     self._params = params
-    self._search = {"sample": decoding.sampler(model, config), "beam": decoding.beam(model, config)}
+    self._search = {"sample": decoding.sampler(model, config, mesh),
+                    "beam": decoding.beam(model, config, mesh)}
     self._key, self._calls = jax.random.key(seed), 0
 
   def respond(self, contexts: Sequence[Sequence[str]], mode: str = "sample") -> list:
@@ -125,9 +127,12 @@ class Responder:
 def load_responder(*, model_config: ModelConfig, checkpoint: str,
                    decoding_config: decoding.DecodingConfig, task=None,
                    vocab_file: Optional[str] = None, context_length: int = 128,
-                   context_turns: int = 7, batch_size: int = 8, seed: int = 0) -> Responder:
+                   context_turns: int = 7, batch_size: int = 8, seed: int = 0,
+                   mesh_data: int = -1, mesh_model: int = 1) -> Responder:
   """A ``Responder`` over ``checkpoint``'s parameters (a run directory or one of its
-  ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s."""
+  ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s.
+  The parameters and the searches live on a ``(mesh_data, mesh_model)`` mesh of this host's
+  devices (``python -m meena_jax.compile`` compiles exactly this sampler for a TPU host)."""
   import seqio  # pylint: disable=import-outside-toplevel
   from meena_jax import checkpoints  # pylint: disable=import-outside-toplevel
   if vocab_file:
@@ -140,9 +145,10 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
     raise ValueError(f"the vocabulary has {vocabulary.vocab_size} pieces but "
                      f"ModelConfig.vocab_size is {model_config.vocab_size}")
   model = Seq2Seq(model_config)
-  params = checkpoints.load_params(checkpoint, model)
+  mesh = partitioning.make_mesh(mesh_data, mesh_model, jax.local_devices())
+  params = checkpoints.load_params(checkpoint, model, mesh)
   return Responder(model, params, vocabulary, decoding_config, context_length=context_length,
-                   context_turns=context_turns, batch_size=batch_size, seed=seed)
+                   context_turns=context_turns, batch_size=batch_size, seed=seed, mesh=mesh)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,11 +9,10 @@ import logging
 import pathlib
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import orbax.checkpoint as ocp
 
-from meena_jax import partitioning
+from meena_jax import state as state_lib
 
 log = logging.getLogger("meena_jax.checkpoints")
 
@@ -65,19 +64,6 @@ def find_state_dir(path) -> pathlib.Path:
   return root / str(steps[0]) / "state"
 
 
-def abstract_params(model, mesh=None):
-  """The model's parameters as ``ShapeDtypeStruct``s (sharded on ``mesh`` when given)."""
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
-  tokens = jnp.ones((1, 8), jnp.int32)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens))["params"]
-  shapes = nn.unbox(boxed)
-  if mesh is None:
-    return shapes
-  shardings = partitioning.param_shardings(boxed, mesh)
-  return jax.tree_util.tree_map(
-      lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings)
-
-
 def check_matches(stored: dict, expected: dict, where: str):
   """Raises ``CheckpointMismatchError`` naming the first parameter missing, extra, or of
   another shape between a checkpoint's ``params`` metadata and the model's."""
@@ -120,7 +106,7 @@ def load_params(checkpoint, model, mesh=None):
     tree = tree[key]
   if not isinstance(tree, dict) or "params" not in tree:
     raise CheckpointMismatchError(f"{state_dir}: not a meena_jax train state (no 'params')")
-  expected = abstract_params(model, mesh)
+  expected = state_lib.abstract_params(model, mesh)
   check_matches(tree["params"], expected, str(state_dir))
   if mesh is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])

@@ -18,7 +18,7 @@ from typing import Sequence
 
 import gin
 
-from meena_jax import config
+from meena_jax import config, slices
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -104,6 +104,7 @@ def parse_args(argv: Sequence[str], description: str, parser: argparse.ArgumentP
   declares. Unknown flags stop the program with their name.
   """
   parser = parser or argparse.ArgumentParser(description=description)
+  slices.quiet_libtpu()
   # SeqIO and TFDS log advice (caching, packing) through absl at WARNING on every run; real
   # problems still show, and meena_jax's own warnings use their own loggers.
   logging.getLogger("absl").setLevel(logging.ERROR)
@@ -159,6 +160,13 @@ def configured(name: str, required: dict = None, **overrides):
     if parameter not in overrides:
       require(f"{name}.{parameter}", macro)
   return gin.get_configurable(name)(**overrides)
+
+
+def bound_arguments(configurable: str, names) -> dict:
+  """``{name: value}`` of the parameters among ``names`` that the parsed gin config binds for
+  ``configurable`` (macros resolved; unbound and REQUIRED ones left out), without calling it."""
+  values = {name: _value(f"{configurable}.{name}") for name in names}
+  return {name: value for name, value in values.items() if value is not None}
 
 
 def require(binding: str, macro: str, example: str = "..."):

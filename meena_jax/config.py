@@ -11,6 +11,7 @@ from typing import Literal, Optional
 import jax.numpy as jnp
 
 BLOCK_TYPES = ("evolved", "transformer")
+REMAT = ("none", "full", "matmuls")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +28,11 @@ class ModelConfig:
     d_ff: feed-forward hidden width; ``None`` means ``4 * d_model``.
     dropout_rate: residual dropout (also used inside feed-forward blocks, as in tensor2tensor).
     dtype: activation dtype ("float32" or "bfloat16"); parameters live in ``param_dtype``.
+    remat: what the backward pass recomputes instead of keeping from the forward pass, per
+      block: "none" keeps every activation; "full" keeps only each block's input and
+      recomputes the rest; "matmuls" keeps the outputs of the weight matmuls and recomputes
+      the cheap elementwise work (norms, activations, masks, softmax). Larger batches fit for
+      extra compute; results are unchanged.
   """
   block_type: Literal["evolved", "transformer"] = "evolved"
   vocab_size: int = 8000
@@ -38,6 +44,7 @@ class ModelConfig:
   dropout_rate: float = 0.1
   dtype: str = "float32"
   param_dtype: str = "float32"
+  remat: Literal["none", "full", "matmuls"] = "none"
 
   def __post_init__(self):
     def bad(field, why):
@@ -63,6 +70,8 @@ class ModelConfig:
       bad("d_ff", "must be >= 1 (or None for 4 * d_model)")
     if not 0.0 <= self.dropout_rate < 1.0:
       bad("dropout_rate", "must be in [0, 1)")
+    if self.remat not in REMAT:
+      bad("remat", f"choose one of {REMAT}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16"):
         bad(field, "must be 'float32' or 'bfloat16'")

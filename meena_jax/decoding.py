@@ -22,6 +22,7 @@ forward pass), and the candidates come back sorted by them.
 """
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
@@ -30,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from meena_jax import partitioning
+from meena_jax import state as state_lib
 from meena_jax.model import Seq2Seq
 
 PAD_ID, EOS_ID = 0, 1
@@ -97,6 +99,8 @@ class SamplingState:
   scores: jax.Array  # [rows] float32: summed T = 1 log-probs of the drawn tokens.
   done: jax.Array    # [rows] bool: the row has drawn EOS.
   cache: Any         # The model's ``cache`` collection for the rows.
+  encoder_segment_ids: jax.Array  # [B, s] int32: the contexts' padding mask (0 = padding).
+  key: jax.Array     # [] PRNG key of the call; step t draws with ``fold_in(key, t)``.
 
 
 @flax.struct.dataclass
@@ -188,38 +192,57 @@ def sample(model: Seq2Seq, params, encoder_input_tokens, key, *, num_samples: in
   """Meena's sample-and-rank: ``num_samples`` candidates per context, ranked by their T = 1
   log-likelihood. ``min_length`` forbids EOS before that many tokens (benchmarks force full
   length this way); it changes the sampling only, never the scores."""
+  draw = dict(temperature=temperature, top_k=top_k, top_p=top_p, min_length=min_length)
+  state = sample_first_step(model, params, encoder_input_tokens, key, num_samples=num_samples,
+                            max_length=max_length, **draw)
+  state = jax.lax.while_loop(lambda s: (s.step < max_length) & ~jnp.all(s.done),
+                             functools.partial(sample_next_step, model, params, **draw), state)
   batch = encoder_input_tokens.shape[0]
-  rows = batch * num_samples
+  return _ranked(state.tokens.reshape(batch, num_samples, max_length),
+                 state.scores.reshape(batch, num_samples))
+
+
+def sample_first_step(model: Seq2Seq, params, encoder_input_tokens, key, *, num_samples: int,
+                      max_length: int, **draw) -> SamplingState:
+  """Encodes the contexts, sizes the cache for their ``B * num_samples`` rows and draws the
+  first token (which also caches the encoder keys/values). ``draw``: ``sample_next_step``'s."""
+  rows = encoder_input_tokens.shape[0] * num_samples
   encoded, segment_ids = encode(model, params, encoder_input_tokens)
-
-  def step(state: SamplingState, encoded) -> SamplingState:
-    logits, cache = step_logits(model, params, state.cache, encoded, segment_ids,
-                                state.inputs, state.step)
-    log_probs = jax.nn.log_softmax(logits)
-    drawn_from = _never_padding(logits / temperature)
-    if min_length:
-      eos = jnp.where(state.step < min_length, -jnp.inf, drawn_from[:, EOS_ID])
-      drawn_from = drawn_from.at[:, EOS_ID].set(eos)
-    drawn_from = truncate_logits(drawn_from, top_k, top_p)
-    token = categorical(jax.random.fold_in(key, state.step), drawn_from)
-    token = jnp.where(state.done, PAD_ID, token).astype(jnp.int32)
-    gained = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
-    return state.replace(
-        step=state.step + 1, inputs=token,
-        tokens=jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step)),
-        scores=state.scores + jnp.where(state.done, 0.0, gained),
-        done=state.done | (token == EOS_ID), cache=cache)
-
   state = SamplingState(
       step=jnp.zeros((), jnp.int32), inputs=jnp.zeros((rows,), jnp.int32),
       tokens=jnp.zeros((rows, max_length), jnp.int32), scores=jnp.zeros((rows,), jnp.float32),
       done=jnp.zeros((rows,), bool),
-      cache=init_cache(model, params, encoded, segment_ids, rows, max_length))
-  state = step(state, encoded)  # The first step also caches the encoder keys/values.
-  state = jax.lax.while_loop(lambda s: (s.step < max_length) & ~jnp.all(s.done),
-                             lambda s: step(s, None), state)
-  return _ranked(state.tokens.reshape(batch, num_samples, max_length),
-                 state.scores.reshape(batch, num_samples))
+      cache=init_cache(model, params, encoded, segment_ids, rows, max_length),
+      encoder_segment_ids=segment_ids, key=key)
+  return _sampling_step(model, params, state, encoded, **draw)
+
+
+def sample_next_step(model: Seq2Seq, params, state: SamplingState, *, temperature: float,
+                     top_k: Optional[int], top_p: Optional[float],
+                     min_length: int = 0) -> SamplingState:
+  """One more token for every row (the body of ``sample``'s loop)."""
+  return _sampling_step(model, params, state, None, temperature=temperature, top_k=top_k,
+                        top_p=top_p, min_length=min_length)
+
+
+def _sampling_step(model, params, state: SamplingState, encoded, *, temperature, top_k, top_p,
+                   min_length) -> SamplingState:
+  logits, cache = step_logits(model, params, state.cache, encoded, state.encoder_segment_ids,
+                              state.inputs, state.step)
+  log_probs = jax.nn.log_softmax(logits)
+  drawn_from = _never_padding(logits / temperature)
+  if min_length:
+    eos = jnp.where(state.step < min_length, -jnp.inf, drawn_from[:, EOS_ID])
+    drawn_from = drawn_from.at[:, EOS_ID].set(eos)
+  drawn_from = truncate_logits(drawn_from, top_k, top_p)
+  token = categorical(jax.random.fold_in(state.key, state.step), drawn_from)
+  token = jnp.where(state.done, PAD_ID, token).astype(jnp.int32)
+  gained = jnp.take_along_axis(log_probs, token[:, None], axis=-1)[:, 0]
+  return state.replace(
+      step=state.step + 1, inputs=token,
+      tokens=jax.lax.dynamic_update_slice(state.tokens, token[:, None], (0, state.step)),
+      scores=state.scores + jnp.where(state.done, 0.0, gained),
+      done=state.done | (token == EOS_ID), cache=cache)
 
 
 def _lengths(tokens):
@@ -324,44 +347,80 @@ def beam_search(model: Seq2Seq, params, encoder_input_tokens, *, beam_size: int 
 
 def param_shardings(model: Seq2Seq, mesh):
   """``NamedSharding``s of the model's parameters under the training axis rules."""
-  tokens = jnp.ones((1, 4), jnp.int32)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens))["params"]
-  return partitioning.param_shardings(boxed, mesh)
+  return state_lib.shardings(state_lib.abstract_params(model, mesh))
+
+
+def _compiler_options(mesh) -> Optional[dict]:
+  """``CPU_COMPILER_OPTIONS`` when the program is for CPU devices; none for a TPU or GPU
+  (the option does not exist there)."""
+  platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
+  return CPU_COMPILER_OPTIONS if platform == "cpu" else None
+
+
+def jit_on_mesh(fn: Callable, mesh=None, in_shardings=None, out_shardings=None):
+  """``fn`` traced under the training axis rules and jitted; with a ``mesh``, placed by the
+  given shardings (arguments not covered keep their own). As in training, shardings enter
+  through the jit's arguments and XLA propagates them; no global mesh is set, since Flax
+  re-traces a layer's init (to check shapes) outside any constraint's reach."""
+  def traced(*args):
+    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
+      return fn(*args)
+  options = _compiler_options(mesh)
+  if mesh is None:
+    return jax.jit(traced, compiler_options=options)
+  return jax.jit(traced, in_shardings=in_shardings, out_shardings=out_shardings,
+                 compiler_options=options)
 
 
 def compile_search(search: Callable, model: Seq2Seq, mesh=None, **settings) -> Callable:
   """``search`` (``sample`` or ``beam_search``) with ``settings`` bound, jitted once.
 
-  Returns ``fn(params, encoder_input_tokens[, key]) -> Candidates``. With a ``mesh`` the
-  parameters follow the training axis rules, contexts and their candidates are split over
-  ``data``, and the result is the same as on one device (sampling keys do not depend on the
-  layout: jax's threefry is partitionable). On CPU it compiles with ``CPU_COMPILER_OPTIONS``,
-  which jax accepts only on a top-level jit: call the result directly, not inside another jit.
+  Returns ``fn(params, encoder_input_tokens[, key]) -> Candidates`` (a key when ``search``
+  takes one). With a ``mesh`` the parameters follow the training axis rules, contexts and
+  their candidates are split over ``data``, and the result is the same as on one device
+  (sampling keys do not depend on the layout: jax's threefry is partitionable). On CPU it
+  compiles with ``CPU_COMPILER_OPTIONS``, which jax accepts only on a top-level jit: call the
+  result directly, not inside another jit.
   """
   bound = functools.partial(search, model, **settings)
-
-  def traced(*args):
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      return bound(*args)
-
-  options = CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
   if mesh is None:
-    return jax.jit(traced, compiler_options=options)
-  # As in training, shardings enter through the jit's arguments and XLA propagates them; no
-  # global mesh is set, since Flax re-traces DenseGeneral's init (to check shapes) and its
-  # flattened kernel cannot take the 3-axis constraint.
-  batch, replicated = partitioning.batch_sharding(mesh), partitioning.replicated(mesh)
-  shardings = param_shardings(model, mesh)
-  jitted = {n: jax.jit(traced, in_shardings=(shardings, batch) + (replicated,) * (n - 2),
-                       out_shardings=batch, compiler_options=options) for n in (2, 3)}
-  return lambda *args: jitted[len(args)](*args)
+    return jit_on_mesh(bound)
+  with_key = "key" in inspect.signature(search).parameters
+  return jit_on_mesh(bound, mesh, search_shardings(model, mesh, with_key),
+                     partitioning.batch_sharding(mesh))
+
+
+def search_shardings(model: Seq2Seq, mesh, with_key: bool = True) -> tuple:
+  """In-shardings of ``(params, encoder_input_tokens[, key])``: parameters by the rules,
+  contexts split over ``data``, the key replicated."""
+  return ((param_shardings(model, mesh), partitioning.batch_sharding(mesh))
+          + ((partitioning.replicated(mesh),) if with_key else ()))
+
+
+def sampling_settings(config: DecodingConfig, min_length: int = 0) -> dict:
+  """``sample``'s keyword arguments from a ``DecodingConfig``."""
+  return dict(num_samples=config.num_samples, temperature=config.temperature,
+              top_k=config.top_k, top_p=config.top_p, max_length=config.max_length,
+              min_length=min_length)
 
 
 def sampler(model: Seq2Seq, config: DecodingConfig, mesh=None, min_length: int = 0):
   """The jitted sample-and-rank of ``config``: ``fn(params, tokens, key) -> Candidates``."""
-  return compile_search(sample, model, mesh, num_samples=config.num_samples,
-                        temperature=config.temperature, top_k=config.top_k, top_p=config.top_p,
-                        max_length=config.max_length, min_length=min_length)
+  return compile_search(sample, model, mesh, **sampling_settings(config, min_length))
+
+
+def sampler_steps(model: Seq2Seq, config: DecodingConfig, mesh=None):
+  """``sample``'s two parts jitted alone, to cost a call without running its loop:
+  ``first(params, tokens, key)`` encodes and draws token 1 (``SamplingState`` out);
+  ``next(params, state)`` draws one more. A full-length call is one ``first`` and
+  ``max_length - 1`` ``next``s."""
+  settings = sampling_settings(config)
+  draw = {k: settings[k] for k in ("temperature", "top_k", "top_p", "min_length")}
+  first = functools.partial(sample_first_step, model, num_samples=config.num_samples,
+                            max_length=config.max_length, **draw)
+  following = functools.partial(sample_next_step, model, **draw)
+  in_shardings = search_shardings(model, mesh) if mesh is not None else None
+  return jit_on_mesh(first, mesh, in_shardings), jit_on_mesh(following, mesh)
 
 
 def beam(model: Seq2Seq, config: DecodingConfig, mesh=None, beam_size: Optional[int] = None):

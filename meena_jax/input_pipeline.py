@@ -54,6 +54,17 @@ def host_batches(task: seqio.Task, split: str, global_batch_size: int, input_len
   return itertools.islice(batches, skip_batches, None)
 
 
+def abstract_batch(global_batch_size: int, input_length: int, target_length: int, *,
+                   pack: bool, mesh) -> dict:
+  """A global batch as ``ShapeDtypeStruct``s split along ``data``: the features and lengths
+  SeqIO's ``EncDecFeatureConverter`` gives (all int32), without reading any data."""
+  lengths = seqio.EncDecFeatureConverter(pack=pack).get_model_feature_lengths(
+      {"inputs": input_length, "targets": target_length})
+  sharding = partitioning.batch_sharding(mesh)
+  return {name: jax.ShapeDtypeStruct((global_batch_size, length), np.int32, sharding=sharding)
+          for name, length in lengths.items()}
+
+
 def to_global(host_batch: dict, mesh) -> dict:
   """Per-host numpy rows -> global ``jax.Array``s split along ``data``; errors give sizes."""
   sharding = partitioning.batch_sharding(mesh)

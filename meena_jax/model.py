@@ -11,6 +11,7 @@ in Flax's ``cache`` collection (layout in ``layers.py`` and ``evolved_transforme
 from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -26,6 +27,23 @@ BLOCKS = {
 }
 
 
+REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "matmuls": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
+def _blocks(cfg: ModelConfig):
+  """The encoder and decoder block classes, wrapped in ``nn.remat`` with ``cfg.remat``'s policy
+  (the flags after the arrays, ``deterministic`` and ``decode``, are static)."""
+  encoder_block, decoder_block = BLOCKS[cfg.block_type]
+  if cfg.remat == "none":
+    return encoder_block, decoder_block
+  policy = REMAT_POLICIES[cfg.remat]
+  return (nn.remat(encoder_block, policy=policy, static_argnums=(4,)),
+          nn.remat(decoder_block, policy=policy, static_argnums=(6, 7)))
+
+
 def _default_positions(tokens):
   return jnp.broadcast_to(jnp.arange(tokens.shape[1], dtype=jnp.int32), tokens.shape)
 
@@ -36,7 +54,7 @@ class Seq2Seq(nn.Module):
 
   def setup(self):
     cfg = self.cfg
-    encoder_block, decoder_block = BLOCKS[cfg.block_type]
+    encoder_block, decoder_block = _blocks(cfg)
     self.embedding = nn.Embed(
         cfg.vocab_size, cfg.d_model, dtype=cfg.activation_dtype,
         param_dtype=cfg.parameter_dtype,
@@ -85,7 +103,7 @@ class Seq2Seq(nn.Module):
     cross_mask = layers.attention_mask(decoder_segment_ids, encoder_segment_ids, causal=False)
     y = self._embed(decoder_input_tokens, decoder_positions, deterministic)
     for block in self.decoder_blocks:
-      y = block(y, encoded, decoder_segment_ids, self_mask, cross_mask, deterministic)
+      y = block(y, encoded, decoder_segment_ids, self_mask, cross_mask, deterministic, False)
     return self._logits(y)
 
   def decode_step(self, encoded, encoder_segment_ids, decoder_input_tokens, decoder_positions):
@@ -99,7 +117,7 @@ class Seq2Seq(nn.Module):
     cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
     y = self._embed(decoder_input_tokens, decoder_positions, deterministic=True)
     for block in self.decoder_blocks:
-      y = block(y, encoded, None, None, cross_mask, deterministic=True, decode=True)
+      y = block(y, encoded, None, None, cross_mask, True, True)  # deterministic, decode
     return self._logits(y)
 
   def _logits(self, y):

@@ -94,42 +94,6 @@ def check_divisible(name: str, shape, logical_names, spec, mesh: Mesh):
           f"whose {axis!r} size divides it, or a model whose {logical!r} size does")
 
 
-def slot_shardings(opt_state_shapes, params_shapes, shardings, mesh: Mesh):
-  """Shardings of optimizer state from the parameters they belong to.
-
-  A slot with its parameter's shape takes its sharding; a factored Adafactor slot (the
-  parameter's shape less one dimension) takes it less that dimension; anything else (step
-  counts, placeholder ``(1,)`` slots) is replicated.
-  """
-  by_path = {}
-  for (path, shape), sharding in zip(
-      jax.tree_util.tree_leaves_with_path(params_shapes),
-      jax.tree_util.tree_leaves(shardings)):
-    by_path[tuple(_key(k) for k in path)] = (shape.shape, sharding.spec)
-
-  def one(path, leaf):
-    keys = tuple(_key(k) for k in path)
-    for n in range(len(keys)):
-      if keys[n:] in by_path:
-        shape, spec = by_path[keys[n:]]
-        spec = tuple(spec) + (None,) * (len(shape) - len(spec))
-        if leaf.shape == shape:
-          return NamedSharding(mesh, P(*spec))
-        for dropped in range(len(shape)):
-          if leaf.shape == shape[:dropped] + shape[dropped + 1:]:
-            return NamedSharding(mesh, P(*(spec[:dropped] + spec[dropped + 1:])))
-        break
-    return NamedSharding(mesh, P())
-  return jax.tree_util.tree_map_with_path(one, opt_state_shapes)
-
-
-def _key(entry) -> str:
-  for attribute in ("key", "name", "idx"):
-    if hasattr(entry, attribute):
-      return str(getattr(entry, attribute))
-  return str(entry)
-
-
 def batch_sharding(mesh: Mesh) -> NamedSharding:
   """Batches split along ``data`` on their leading axis."""
   return NamedSharding(mesh, P("data"))

@@ -16,15 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meena_jax import cli
+from meena_jax import cli, state
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn
-
-
-def abstract_variables(cfg: ModelConfig):
-  """The model's variables as boxed ``ShapeDtypeStruct``s (logical axis names attached)."""
-  tokens = jnp.ones((1, 8), jnp.int32)
-  return jax.eval_shape(lambda: Seq2Seq(cfg).init(jax.random.key(0), tokens, tokens))
 
 
 def _size(tree) -> int:
@@ -39,7 +33,7 @@ def parameter_counts(params) -> dict[str, int]:
 
 def format_parameter_table(cfg: ModelConfig) -> str:
   """A table with one row per kind of module: identical blocks are counted once, times n."""
-  params = abstract_variables(cfg)["params"]
+  params = state.boxed_params(Seq2Seq(cfg))
   counts = parameter_counts(params)
   total = sum(counts.values())
   order = (["embedding"] + [f"encoder_{i}" for i in range(cfg.num_encoder_layers)]

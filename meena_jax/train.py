@@ -14,15 +14,18 @@ import os
 import pathlib
 import sys
 import time
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
+import optax
 import orbax.checkpoint as ocp
 import tqdm
 from clu import metric_writers
 
-from meena_jax import checkpoints, input_pipeline, partitioning, train_step
+from meena_jax import checkpoints, input_pipeline, partitioning
+from meena_jax import state as state_lib
+from meena_jax import train_step
 from meena_jax import eval as evaluation
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
@@ -53,6 +56,47 @@ def _fetch(window: _Window) -> dict:
   return sums
 
 
+@dataclasses.dataclass(frozen=True)
+class Programs:
+  """What a run compiles, built from its settings alone (no data, nothing allocated): the
+  trainer runs these, and ``meena_jax.compile`` lowers the same objects for a TPU slice."""
+  model: Seq2Seq
+  schedule: Callable
+  optimizer: optax.GradientTransformation
+  state: state_lib.TrainState   # ShapeDtypeStructs with their shardings.
+  train_step: Any               # jitted (state, batch, key) -> (state, metrics).
+  train_batch: dict             # ShapeDtypeStructs of a packed global batch.
+  score: Any                    # jitted (params, batch) -> (NLL sum, tokens): eval.
+  eval_batch: dict              # ShapeDtypeStructs of an unpacked global eval batch.
+  key: jax.ShapeDtypeStruct     # The dropout base key.
+
+
+def programs(*, model_config: ModelConfig, mesh, batch_size: int, input_length: int,
+             target_length: int, train_steps: int, learning_rate: float = 0.01,
+             constant_steps: int = 10_000, lr_schedule: str = "meena",
+             num_microbatches: int = 1, eval_batch_size: Optional[int] = None,
+             adafactor_min_dim_to_factor: int = 128) -> Programs:
+  """The train step and eval step of a run on ``mesh``, with the abstract values they take."""
+  model = Seq2Seq(model_config)
+  schedule = train_step.learning_rate_schedule(lr_schedule, learning_rate, constant_steps,
+                                               train_steps)
+  optimizer = train_step.make_optimizer(schedule=schedule,
+                                        min_dim_size_to_factor=adafactor_min_dim_to_factor)
+  abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
+  batch_sharding = partitioning.batch_sharding(mesh)
+  return Programs(
+      model=model, schedule=schedule, optimizer=optimizer, state=abstract,
+      train_step=train_step.jit_train_step(model, optimizer, state_lib.shardings(abstract),
+                                           batch_sharding, num_microbatches),
+      train_batch=input_pipeline.abstract_batch(batch_size, input_length, target_length,
+                                                pack=True, mesh=mesh),
+      score=evaluation.make_score_fn(model, state_lib.shardings(abstract.params), mesh),
+      eval_batch=input_pipeline.abstract_batch(eval_batch_size or batch_size, input_length,
+                                               target_length, pack=False, mesh=mesh),
+      key=jax.ShapeDtypeStruct((), jax.eval_shape(jax.random.key, 0).dtype,
+                               sharding=partitioning.replicated(mesh)))
+
+
 def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           input_length: int, target_length: int, train_steps: int,
           learning_rate: float = 0.01, constant_steps: int = 10_000, num_microbatches: int = 1,
@@ -61,7 +105,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           peak_flops_per_device: Optional[float] = None, eval_every: int = 0,
           eval_split: str = "validation", eval_batch_size: Optional[int] = None,
           input_shards: Optional[int] = None, lr_schedule: str = "meena",
-          init_checkpoint: Optional[str] = None, progress: bool = True) -> list[dict]:
+          init_checkpoint: Optional[str] = None, adafactor_min_dim_to_factor: int = 128,
+          progress: bool = True) -> list[dict]:
   """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
 
   Resumes from the newest checkpoint in ``model_dir``. Every ``eval_every`` steps (and at the
@@ -72,6 +117,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   ``lr_schedule``: ``meena`` or ``cosine`` (to 0 at ``train_steps``). ``init_checkpoint``: a
   run whose parameters a fresh run starts from (fine-tuning; fresh step count and optimizer);
   a checkpoint of this run's own always wins, so a resumed fine-tune continues.
+  ``adafactor_min_dim_to_factor``: see ``train_step.make_optimizer``.
   """
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
@@ -83,22 +129,20 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
 
   # Activation constraints (layers.constrain) apply only with the mesh in scope.
   with jax.set_mesh(mesh):
-    # --- Model, optimizer and the state, born sharded.
-    model = Seq2Seq(model_config)
-    schedule = train_step.learning_rate_schedule(lr_schedule, learning_rate, constant_steps,
-                                                 train_steps)
-    optimizer = train_step.make_optimizer(schedule=schedule)
-    example = next(input_pipeline.host_batches(
-        task, "train", batch_size, input_length, target_length, pack=True, shuffle=False,
-        seed=seed, repeat=True, input_shards=input_shards))
-    state, shardings = train_step.create_state(model, optimizer, jax.random.key(seed), example,
-                                               mesh)
+    # --- Model, optimizer, the programs and the state, born sharded.
+    run = programs(model_config=model_config, mesh=mesh, batch_size=batch_size,
+                   input_length=input_length, target_length=target_length,
+                   train_steps=train_steps, learning_rate=learning_rate,
+                   constant_steps=constant_steps, lr_schedule=lr_schedule,
+                   num_microbatches=num_microbatches, eval_batch_size=eval_batch_size,
+                   adafactor_min_dim_to_factor=adafactor_min_dim_to_factor)
+    model, schedule = run.model, run.schedule
+    state = state_lib.create_state(model, run.optimizer, jax.random.key(seed), run.state)
 
     # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) the
     # parameters of init_checkpoint, (3) from scratch.
     manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
-    restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
+    restored = checkpoints.restore_latest(manager, run.state)
     if restored is not None:
       state, data_position = restored
       log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
@@ -113,15 +157,13 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
         seed=seed, repeat=True, skip_batches=start_step, input_shards=input_shards)
 
     # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
-    step_fn = train_step.jit_train_step(model, optimizer, shardings,
-                                        partitioning.batch_sharding(mesh), num_microbatches)
     base_key = jax.random.key(seed + 1)
-    compiled = step_fn.lower(state, input_pipeline.to_global(example, mesh), base_key).compile()
+    compiled = run.train_step.lower(run.state, run.train_batch, run.key).compile()
     flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
 
     # --- Evaluation: the same `evaluate` as `python -m meena_jax.eval`, batches read once.
     if eval_every:
-      score_fn = evaluation.make_score_fn(model, shardings.params, mesh)
+      score_fn = run.score
       eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
                                                   input_length, target_length)
 

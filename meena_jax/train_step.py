@@ -1,29 +1,19 @@
 """One gradient step: the train state, Meena's Adafactor schedule, and ``train_step``.
 
 Input: a feature-converter batch (``model.py`` lists its keys) already placed on the mesh.
-Output: the next ``TrainState`` and a flat dict of sums (loss, tokens) and norms, so metrics over
+Output: the next ``state.TrainState`` and a flat dict of sums (loss, tokens) and norms, so metrics over
 many steps are summed and divided once. ``train.py`` jits ``train_step`` with explicit shardings.
 """
 import functools
-from typing import Any
 
 import flax.linen as nn
-import flax.struct
 import jax
 import jax.numpy as jnp
 import optax
 
 from meena_jax import partitioning
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a resumed run needs besides the data position; dropout keys derive from the
-  seed and ``step``, so no rng is stored."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
+from meena_jax.state import TrainState
 
 
 def meena_schedule(base_learning_rate: float = 0.01, constant_steps: int = 10_000):
@@ -48,19 +38,20 @@ def learning_rate_schedule(kind: str = "meena", base_learning_rate: float = 0.01
 
 
 def make_optimizer(base_learning_rate: float = 0.01, constant_steps: int = 10_000,
-                   schedule=None) -> optax.GradientTransformation:
+                   schedule=None, min_dim_size_to_factor: int = 128
+                   ) -> optax.GradientTransformation:
   """optax Adafactor (factored second moments, update clipping 1.0, parameter-scaled steps)
-  on Meena's learning-rate schedule, or on ``schedule`` when given."""
+  on Meena's learning-rate schedule, or on ``schedule`` when given.
+
+  A kernel's second moments are factored over its two largest dimensions when the smaller of
+  them has at least ``min_dim_size_to_factor`` entries. At optax's 128 the attention kernels
+  ``(embed, heads, kv)`` = (2560, 32, 80) of Meena stay unfactored (80 < 128), a full-size
+  slot each; at 32 they are factored over (embed, kv) per head, closer to tensor2tensor's
+  Meena, whose attention kernels are 2-D (2560, 2560) and factored.
+  """
   return optax.adafactor(
-      learning_rate=schedule or meena_schedule(base_learning_rate, constant_steps))
-
-
-def init_state(model: Seq2Seq, optimizer: optax.GradientTransformation, rng,
-               example_batch: dict) -> TrainState:
-  """A fresh state, boxed parameters unboxed (call under ``jax.jit`` with out shardings)."""
-  params = nn.unbox(model.init(rng, **model_inputs(example_batch))["params"])
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    opt_state=optimizer.init(params))
+      learning_rate=schedule or meena_schedule(base_learning_rate, constant_steps),
+      min_dim_size_to_factor=min_dim_size_to_factor)
 
 
 def _loss_and_grads(model: Seq2Seq, params, batch: dict, key):
@@ -116,22 +107,3 @@ def jit_train_step(model: Seq2Seq, optimizer: optax.GradientTransformation, stat
   replicated = partitioning.replicated(batch_sharding.mesh)
   return jax.jit(step, in_shardings=(state_shardings, batch_sharding, replicated),
                  out_shardings=(state_shardings, replicated), donate_argnums=(0,))
-
-
-def create_state(model: Seq2Seq, optimizer: optax.GradientTransformation, rng,
-                 example_batch: dict, mesh):
-  """(state, state shardings): the state born sharded on ``mesh``.
-
-  Shapes first (``eval_shape``), then logical names -> shardings for parameters and the
-  Adafactor slots that follow them, then the init jitted with those output shardings.
-  """
-  init = functools.partial(init_state, model, optimizer)
-  boxed = jax.eval_shape(lambda r: model.init(r, **model_inputs(example_batch)), rng)["params"]
-  params_sharding = partitioning.param_shardings(boxed, mesh)
-  abstract = jax.eval_shape(init, rng, example_batch)
-  shardings = TrainState(
-      step=partitioning.replicated(mesh), params=params_sharding,
-      opt_state=partitioning.slot_shardings(abstract.opt_state, abstract.params,
-                                            params_sharding, mesh))
-  state = jax.jit(init, out_shardings=shardings)(rng, example_batch)
-  return state, shardings

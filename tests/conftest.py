@@ -10,8 +10,12 @@ if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                              + " --xla_backend_optimization_level=0").strip()
 
-import flax.linen as nn
-import jax
+from meena_jax import slices
+
+slices.quiet_libtpu()  # libtpu (the [tpu] extra) is installed; no TPU is attached.
+
+import flax.linen as nn  # pylint: disable=wrong-import-position
+import jax  # pylint: disable=wrong-import-position
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -4,7 +4,8 @@ import flax.traverse_util
 import gin
 import pytest
 
-from meena_jax import cli, summary
+from meena_jax import cli, state, summary
+from meena_jax.model import Seq2Seq
 
 AXIS_NAMES = {"embed", "mlp", "heads", "kv", "vocab", "conv_width", "conv_in", "conv_out"}
 
@@ -19,12 +20,12 @@ def config_from(gin_file):
 
 
 def total_parameters(cfg):
-  return sum(summary.parameter_counts(summary.abstract_variables(cfg)["params"]).values())
+  return sum(summary.parameter_counts(state.boxed_params(Seq2Seq(cfg))).values())
 
 
 def test_meena_parameter_counts_match_the_paper():
   cfg = config_from("meena_et_2.6b.gin")
-  counts = summary.parameter_counts(summary.abstract_variables(cfg)["params"])
+  counts = summary.parameter_counts(state.boxed_params(Seq2Seq(cfg)))
   print(summary.format_parameter_table(cfg))  # Shown in the test log by `-rP`.
   total = sum(counts.values())
   assert total == pytest.approx(2.59e9, rel=0.005)
@@ -55,8 +56,8 @@ def test_et_tiny_is_a_few_million_parameters():
 
 @pytest.mark.parametrize("gin_file", ["meena_et_2.6b.gin", "transformer_2.6b.gin"])
 def test_every_parameter_has_logical_axes_matching_its_rank(gin_file):
-  variables = summary.abstract_variables(config_from(gin_file))
-  flat = flax.traverse_util.flatten_dict(variables["params"], sep="/")
+  params = state.boxed_params(Seq2Seq(config_from(gin_file)))
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
   assert flat
   for path, leaf in flat.items():
     assert isinstance(leaf, nn.LogicallyPartitioned), f"{path} has no logical axis names"

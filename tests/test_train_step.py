@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from meena_jax import partitioning, train_step
+from meena_jax import partitioning
+from meena_jax import state as state_lib
+from meena_jax import train_step
 from meena_jax.model import Seq2Seq
 from tests.conftest import TINY, random_tokens, shift_right
 
@@ -34,8 +36,9 @@ def make_batch(seed=0, rows=4):
 def setup():
   model, optimizer = Seq2Seq(CFG), train_step.make_optimizer()
   mesh = partitioning.make_mesh(devices=jax.devices()[:1])
-  state, shardings = train_step.create_state(model, optimizer, jax.random.key(0), make_batch(),
-                                             mesh)
+  abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
+  state = state_lib.create_state(model, optimizer, jax.random.key(0), abstract)
+  shardings = state_lib.shardings(abstract)
   return model, optimizer, mesh, state, shardings
 
 
@@ -93,3 +96,34 @@ def test_unknown_logical_axis_is_named():
 def test_bad_mesh_shapes_are_explained(data, model, message):
   with pytest.raises(ValueError, match=message):
     partitioning.make_mesh(data, model, devices=jax.devices()[:1])
+
+
+def test_rematerialisation_changes_memory_not_results():
+  """``ModelConfig.remat`` recomputes activations in the backward pass; losses and gradients
+  (dropout included: the same keys) equal the plain pass's."""
+  batch, key = make_batch(3), jax.random.key(5)
+  cfg = dataclasses.replace(TINY, dropout_rate=0.1)
+  params = state_lib.create_state(Seq2Seq(cfg), train_step.make_optimizer(), jax.random.key(0),
+                                  state_lib.abstract_state(
+                                      state_lib.abstract_params(Seq2Seq(cfg), _one_device()),
+                                      train_step.make_optimizer())).params
+  results = {}
+  for remat in ("none", "full", "matmuls"):
+    model = Seq2Seq(dataclasses.replace(cfg, remat=remat))
+    fn = lambda p, m=model: train_step._loss_and_grads(m, p, batch, key)
+    assert ("remat" in str(jax.make_jaxpr(fn)(params))) == (remat != "none")
+    results[remat] = jax.jit(fn)(params)
+  for remat in ("full", "matmuls"):
+    np.testing.assert_allclose(results[remat][0], results["none"][0], rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(results[remat][2]),
+                    jax.tree_util.tree_leaves(results["none"][2])):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_an_unknown_remat_policy_names_the_binding():
+  with pytest.raises(ValueError, match=r"ModelConfig.remat='some': choose one of"):
+    dataclasses.replace(TINY, remat="some")
+
+
+def _one_device():
+  return partitioning.make_mesh(devices=jax.devices()[:1])

@@ -31,7 +31,7 @@ from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 from meena_jax.posttrain import losses, preference_training, reward_model
 from meena_jax.posttrain.reward_model import RewardModel
-from meena_jax.train_step import TrainState
+from meena_jax.state import TrainState
 
 log = logging.getLogger("meena_jax.posttrain.ppo")
 
@@ -200,19 +200,19 @@ class Trainer:
     return PPOState(
         iteration=replicated,
         policy=preference_training.state_shardings(
-            self.policy_shardings, self.policy_optimizer, state.policy.params, self.mesh),
+            self.policy_shardings, self.policy_optimizer, state.policy.params),
         value=preference_training.state_shardings(
-            self.value_shardings, self.value_optimizer, state.value.params, self.mesh))
+            self.value_shardings, self.value_optimizer, state.value.params))
 
   def init_state(self, policy_params, value_params) -> PPOState:
     """Iteration 0: the policy from ``policy_params`` (SFT), the value model from
     ``value_params`` (the reward model's), fresh optimizers."""
     policy = preference_training.new_state(
         policy_params, self.policy_optimizer, preference_training.state_shardings(
-            self.policy_shardings, self.policy_optimizer, policy_params, self.mesh))
+            self.policy_shardings, self.policy_optimizer, policy_params))
     value = preference_training.new_state(
         value_params, self.value_optimizer, preference_training.state_shardings(
-            self.value_shardings, self.value_optimizer, value_params, self.mesh))
+            self.value_shardings, self.value_optimizer, value_params))
     iteration = jax.device_put(jnp.zeros((), jnp.int32), partitioning.replicated(self.mesh))
     return PPOState(iteration=iteration, policy=policy, value=value)
 

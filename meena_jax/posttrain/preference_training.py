@@ -3,7 +3,7 @@ step, metrics to JSONL and TensorBoard, orbax checkpoints, exact resume.
 
 The reward model and DPO differ only in the loss (``loss(params, batch, key) -> (loss,
 {"pairs", "correct"})``) and in the parameters they start from. The step is
-``train_step.TrainState`` updated by Adam on a cosine-decayed learning rate (InstructGPT's RM
+``state.TrainState`` updated by Adam on a cosine-decayed learning rate (InstructGPT's RM
 and PPO use Adam; Meena's Adafactor scales steps by parameter size, which fine-tuning learning
 rates are not quoted in). Batches are rows of ``preference_data.encode_comparisons`` arrays.
 """
@@ -23,7 +23,8 @@ import tqdm
 from clu import metric_writers
 
 from meena_jax import checkpoints, input_pipeline, partitioning
-from meena_jax.train_step import TrainState
+from meena_jax import state as state_lib
+from meena_jax.state import TrainState
 
 log = logging.getLogger("meena_jax.posttrain")
 
@@ -39,12 +40,12 @@ def adam(learning_rate: float, total_steps: int, warmup_steps: int = 0,
   return optax.chain(*chain, optax.adam(schedule))
 
 
-def state_shardings(params_shardings, optimizer, params, mesh) -> TrainState:
-  """Shardings of a ``TrainState`` over ``params`` (optimizer slots follow their parameter)."""
-  abstract_opt = jax.eval_shape(optimizer.init, params)
-  return TrainState(step=partitioning.replicated(mesh), params=params_shardings,
-                    opt_state=partitioning.slot_shardings(abstract_opt, params,
-                                                          params_shardings, mesh))
+def state_shardings(params_shardings, optimizer, params) -> TrainState:
+  """Shardings of a ``TrainState`` over ``params`` placed by ``params_shardings`` (optimizer
+  slots follow their parameter: ``state.abstract_state``)."""
+  params = jax.tree_util.tree_map(
+      lambda p, s: jax.ShapeDtypeStruct(p.shape, p.dtype, sharding=s), params, params_shardings)
+  return state_lib.shardings(state_lib.abstract_state(params, optimizer))
 
 
 def new_state(params, optimizer, shardings: TrainState) -> TrainState:
@@ -105,7 +106,7 @@ def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
     raise ValueError(f"{rows} prompts are fewer than one batch of {batch_size}")
   order = _batch_order(rows, batch_size, epochs, seed)
   optimizer = adam(learning_rate, len(order))
-  shardings = state_shardings(params_shardings, optimizer, params, mesh)
+  shardings = state_shardings(params_shardings, optimizer, params)
   state = new_state(params, optimizer, shardings)
   manager = checkpoints.checkpoint_manager(run_dir, keep_checkpoints)
   restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from meena_jax import layers, partitioning
+from meena_jax import state as state_lib
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import losses
@@ -116,11 +117,9 @@ def init_params(model: RewardModel, key, mesh=None, backbone=None):
   """Fresh reward-model parameters (sharded on ``mesh`` when given), with ``backbone``
   (parameters of a ``Seq2Seq``, e.g. ``checkpoints.load_params`` of an SFT run) in place of the
   random backbone."""
-  tokens = jnp.ones((1, 4), jnp.int32)
-  init = lambda k: nn.unbox(model.init(k, tokens, tokens)["params"])
+  init = lambda k: nn.unbox(state_lib.init_params(model, k))
   if mesh is not None:
-    boxed = jax.eval_shape(lambda k: model.init(k, tokens, tokens), key)["params"]
-    init = jax.jit(init, out_shardings=partitioning.param_shardings(boxed, mesh))
+    init = jax.jit(init, out_shardings=param_shardings(model, mesh))
   params = init(key)
   if backbone is not None:
     params = {**params, "backbone": backbone}
@@ -129,9 +128,7 @@ def init_params(model: RewardModel, key, mesh=None, backbone=None):
 
 def param_shardings(model, mesh):
   """``NamedSharding``s of ``model``'s parameters (a ``RewardModel`` or a ``Seq2Seq``)."""
-  tokens = jnp.ones((1, 4), jnp.int32)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), tokens, tokens))["params"]
-  return partitioning.param_shardings(boxed, mesh)
+  return state_lib.shardings(state_lib.abstract_params(model, mesh))
 
 
 def with_mean_zero(params, reference_rewards):

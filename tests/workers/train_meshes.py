@@ -12,8 +12,9 @@ import jax
 import numpy as np
 
 from meena_jax import partitioning, train_step
+from meena_jax import state as state_lib
 from meena_jax.config import ModelConfig
-from meena_jax.model import Seq2Seq, model_inputs
+from meena_jax.model import Seq2Seq
 
 # 8 heads, FFN 64 and vocabulary 64: every `model`-split axis divides over 8 devices.
 CFG = ModelConfig(vocab_size=64, d_model=32, num_heads=8, d_ff=64, num_encoder_layers=1,
@@ -33,13 +34,12 @@ def batches(steps=3, rows=8, length=16):
            "decoder_loss_weights": (targets > 0).astype(np.float32)}
 
 
-def wrong_shardings(state, mesh, model, example) -> list[str]:
+def wrong_shardings(state, mesh, model) -> list[str]:
   """Parameters whose placement differs from the rules applied to their logical names, and
   shards whose shape is not the parameter's split by the mesh."""
   rules = dict(partitioning.LOGICAL_AXIS_RULES)
-  boxed = jax.eval_shape(lambda: model.init(jax.random.key(0), **model_inputs(example)))
   names = jax.tree_util.tree_leaves(
-      boxed["params"], is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
+      state_lib.boxed_params(model), is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
   wrong = []
   for (path, array), box in zip(jax.tree_util.tree_leaves_with_path(state.params), names):
     want = tuple(rules[n] for n in box.names)
@@ -56,15 +56,15 @@ def run_on(mesh, model, optimizer) -> dict:
   example = next(batches())
   sharding = partitioning.batch_sharding(mesh)
   with jax.set_mesh(mesh):
-    state, shardings = train_step.create_state(model, optimizer, jax.random.key(0), example,
-                                               mesh)
-    step = train_step.jit_train_step(model, optimizer, shardings, sharding)
+    abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
+    state = state_lib.create_state(model, optimizer, jax.random.key(0), abstract)
+    step = train_step.jit_train_step(model, optimizer, state_lib.shardings(abstract), sharding)
     losses = []
     for batch in batches():
       state, metrics = step(state, {k: jax.device_put(v, sharding) for k, v in batch.items()},
                             jax.random.key(1))
       losses.append(float(metrics["loss_sum"] / metrics["token_count"]))
-  return {"losses": losses, "wrong_shardings": wrong_shardings(state, mesh, model, example)}
+  return {"losses": losses, "wrong_shardings": wrong_shardings(state, mesh, model)}
 
 
 def main():
@@ -76,7 +76,7 @@ def main():
   try:  # 4 heads cannot split over 8 devices: the error must name a parameter.
     bad = dataclasses.replace(CFG, num_heads=4)
     mesh = partitioning.make_mesh(1, 8)
-    train_step.create_state(Seq2Seq(bad), optimizer, jax.random.key(0), next(batches()), mesh)
+    state_lib.abstract_params(Seq2Seq(bad), mesh)
     report["indivisible_error"] = None
   except ValueError as error:
     report["indivisible_error"] = str(error)
