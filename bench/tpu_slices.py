@@ -5,10 +5,10 @@ memory per device, predicted step time and MFU (libtpu, compile only; all predic
   python bench/tpu_slices.py --models meena --slices v3-32 --programs train,sample
   python bench/tpu_slices.py --table bench/results/2026-12-03-tpu-slices.jsonl  # table only
 
-Each model runs with its gin files as ``meena_jax.train`` would, at ``--rows-per-device``
-examples per data shard (Meena's pod run: 2048 on 256 data shards = 8) and its ``MESH_MODEL``
-(tiny and small 1; Meena 8, or the slice's device count when smaller). Every configuration is
-one ``meena_jax.compile.compile_run``; records are ``peer-bench/v1`` lines (mode ``compile``).
+Each model runs with its run file as ``meena_jax.train`` would (its ``MESH_MODEL``: tiny and
+small 1, Meena 4), with ``BATCH_SIZE`` = ``--rows-per-device`` x the slice's devices (Meena's pod
+file: 16,384 on 2,048 cores = 8). Every configuration is one ``meena_jax.compile.compile_run``;
+records are ``peer-bench/v1`` lines (mode ``compile``).
 """
 import argparse
 import json
@@ -16,9 +16,9 @@ import sys
 import time
 
 MODELS = {
-    "tiny": (["gin/runs/et_tiny_reddit2015.gin"], 1),
-    "small": (["gin/runs/et_tiny_reddit2015.gin", "gin/models/et_small.gin"], 1),
-    "meena": (["gin/runs/meena_2.6b_pod.gin"], 8),
+    "tiny": ["gin/runs/et_tiny_reddit2015.gin"],
+    "small": ["gin/runs/et_tiny_reddit2015.gin", "gin/models/et_small.gin"],
+    "meena": ["gin/runs/meena_2.6b_pod.gin"],
 }
 SLICES = ("v3-8", "v3-32", "v3-2048", "v4-8", "v4-128", "v5litepod-16", "v5litepod-256")
 
@@ -26,13 +26,10 @@ SLICES = ("v3-8", "v3-32", "v3-2048", "v4-8", "v4-128", "v5litepod-16", "v5litep
 def run_one(model: str, accelerator: str, rows: int, programs, overrides) -> dict:
   import gin  # pylint: disable=import-outside-toplevel
   from meena_jax import cli, compile as compile_lib, slices  # pylint: disable=import-outside-toplevel
-  gin_files, mesh_model = MODELS[model]
   slice_ = slices.parse_accelerator(accelerator)
-  mesh_model = min(mesh_model, slice_.devices)
-  batch = rows * slice_.devices // mesh_model
-  flags = [f"--gin_file={f}" for f in gin_files] + [
-      f"--gin.MESH_MODEL={mesh_model}", f"--gin.BATCH_SIZE={batch}", "--gin.MODEL_DIR=/tmp/x",
-      *(f"--gin.{o}" for o in overrides)]
+  batch = rows * slice_.devices
+  flags = [f"--gin_file={f}" for f in MODELS[model]] + [
+      f"--gin.BATCH_SIZE={batch}", "--gin.MODEL_DIR=/tmp/x", *(f"--gin.{o}" for o in overrides)]
   gin.clear_config()
   cli.register_decoding()
   cli.parse_args(flags, __doc__, argparse.ArgumentParser())
@@ -43,7 +40,7 @@ def run_one(model: str, accelerator: str, rows: int, programs, overrides) -> dic
       chat=cli.bound_arguments("load_responder", compile_lib.CHAT_SETTINGS),
       progress=lambda line: print(line, file=sys.stderr, flush=True))
   config = {"model": model, "accelerator_type": accelerator, "flags": flags,
-            "rows_per_device": rows, "batch_size": batch, "mesh_model": mesh_model,
+            "rows_per_device": rows, "batch_size": batch,
             "train_steps": settings["train_steps"]}
   return config, report
 

@@ -139,7 +139,7 @@ def test_a_train_state_larger_than_device_memory_is_refused():
                  "--gin_file=gin/runs/meena_2.6b_pod.gin", "--gin.MODEL_DIR=gs://b/meena",
                  "--gin.MESH_MODEL=1", "--gin.BATCH_SIZE=8") == (
       "the train state does not fit: 9.66 GiB of parameters, the same again of gradients and "
-      "5.19 GiB of Adafactor state per device exceed the 16.00 GiB of a v3-8 device; raise "
+      "79.5 MiB of Adafactor state per device exceed the 16.00 GiB of a v3-8 device; raise "
       "MESH_MODEL (now 1) or use a larger slice")
 
 
