@@ -17,7 +17,6 @@ figures are the compiler's predictions, not measurements on hardware.
 import argparse
 import dataclasses
 import functools
-import json
 import logging
 import pathlib
 import sys

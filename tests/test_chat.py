@@ -101,6 +101,31 @@ def test_batch_file_answers_each_context_and_names_a_bad_line(responder, tmp_pat
     chat.answer_file(responder, str(bad), str(tmp_path / "x.jsonl"), progress=False)
 
 
+def test_an_existing_output_survives_an_empty_input_and_a_failure_half_way(responder, tmp_path,
+                                                                         monkeypatch):
+  output = tmp_path / "responses.jsonl"
+  output.write_text("earlier answers\n")
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("\n")
+  with pytest.raises(chat.BadLine, match=r"empty\.jsonl: no contexts to answer"):
+    chat.answer_file(responder, str(empty), str(output), progress=False)
+  contexts = tmp_path / "contexts.jsonl"
+  contexts.write_text("\n".join(json.dumps({"context": [f"hi {i}"]}) for i in range(12)))
+  calls = []
+
+  def fail_on_the_second_batch(batch, mode):
+    calls.append(len(batch))
+    if len(calls) == 2:
+      raise RuntimeError("device lost")
+    return [chat.Reply("ok", mode, 0.0, []) for _ in batch]
+  monkeypatch.setattr(responder, "respond", fail_on_the_second_batch)
+  with pytest.raises(RuntimeError, match="device lost"):
+    chat.answer_file(responder, str(contexts), str(output), progress=False)
+  assert output.read_text() == "earlier answers\n"
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["contexts.jsonl", "empty.jsonl",
+                                                        "responses.jsonl"]
+
+
 def test_prompts_show_sample_and_rank_next_to_beam(responder):
   out = io.StringIO()
   chat.compare_prompts(responder, ["hello there", "do you like music"], out)

@@ -53,7 +53,6 @@ def wrong_shardings(state, mesh, model) -> list[str]:
 
 def run_on(mesh, model, optimizer) -> dict:
   """3 steps on ``mesh``, with the mesh in scope so activation constraints apply."""
-  example = next(batches())
   sharding = partitioning.batch_sharding(mesh)
   with jax.set_mesh(mesh):
     abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
