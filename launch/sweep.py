@@ -322,7 +322,8 @@ def main(argv=None):
       raise SystemExit(f"--pod needs {', '.join(missing)}")
     launch_on_pods(runs, args)
   else:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from meena_jax import cli  # pylint: disable=import-outside-toplevel
+    cli.configure_logging()
     run_locally(runs)
 
 

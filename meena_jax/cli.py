@@ -39,6 +39,14 @@ def register_training():
     gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
 
 
+def configure_logging(level: int = logging.INFO):
+  """The root logger at ``level`` with one handler, set once by a command's ``main``. orbax
+  installs a root handler at WARNING when it is imported, which turns a plain
+  ``logging.basicConfig`` into a no-op (no "resumed at step N" ever showed); ``force``
+  replaces it."""
+  logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", force=True)
+
+
 def add_distributed_flags(parser: argparse.ArgumentParser):
   """Flags of a command that may run as one of several processes (hosts)."""
   group = parser.add_argument_group("multi-host")

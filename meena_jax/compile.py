@@ -229,7 +229,7 @@ def format_report(report: dict, train_steps: Optional[int] = None) -> str:
 
 def main(argv=None):
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  logging.basicConfig(level=logging.WARNING)
+  cli.configure_logging(logging.WARNING)
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--accelerator_type", required=True,

@@ -167,7 +167,7 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
 def main(argv=None):
   """Parses gin flags and ``--jsonl``/``--split``/``--output``, evaluates, prints the result."""
   from meena_jax import cli  # gin stays at the edge.
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  cli.configure_logging()
   parser = argparse.ArgumentParser(description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--jsonl", help="evaluate on this conversation JSONL file instead")

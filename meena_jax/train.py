@@ -145,7 +145,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
     restored = checkpoints.restore_latest(manager, run.state)
     if restored is not None:
       state, data_position = restored
-      log.info("resumed at step %d (batch %d)", int(state.step), data_position["batches"])
+      log.info("resumed at step %d (batch %d) from %s", int(state.step),
+               data_position["batches"], manager.directory / str(int(state.step)))
     elif init_checkpoint:
       state = state.replace(params=checkpoints.load_params(init_checkpoint, model, mesh))
       log.info("parameters from %s; step and optimizer fresh", init_checkpoint)
@@ -237,7 +238,7 @@ def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
 def main(argv=None):
   """Parses gin flags, writes the operative config to MODEL_DIR, and trains."""
   from meena_jax import cli  # gin stays at the edge.
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+  cli.configure_logging()
   parser = argparse.ArgumentParser(description=__doc__)
   cli.add_distributed_flags(parser)
   cli.register_training()

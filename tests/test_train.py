@@ -55,3 +55,15 @@ def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
   assert [json.loads(line)["step"] for line in lines] == [1]
+
+
+def test_info_logs_show_after_the_libraries_that_install_a_root_handler():
+  """orbax puts a WARNING root handler in place on import; the edge's configure_logging must
+  still make the trainer's INFO lines (mesh, "resumed at step N from ...") visible."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  import sys  # pylint: disable=import-outside-toplevel
+  code = ("import logging, meena_jax.train\nfrom meena_jax import cli\ncli.configure_logging()\n"
+          "logging.getLogger('meena_jax.train').info('resumed at step 7 from /r/checkpoints/7')")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=True)
+  assert "meena_jax.train resumed at step 7 from /r/checkpoints/7" in result.stderr

@@ -20,7 +20,6 @@ call ``commands.py``. gin is imported here only.
 """
 import argparse
 import json
-import logging
 import sys
 
 COMMANDS = ("sft", "rm", "rm_eval", "dpo", "ppo", "policy_eval", "report")
@@ -60,8 +59,8 @@ def main(argv=None):
   command, argv = argv[0], argv[1:]
   if command == "report":
     return _report(argv)
-  logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
   gin, cli = _register()
+  cli.configure_logging()
   parser = argparse.ArgumentParser(prog=f"python -m meena_jax.posttrain {command}")
   cli.add_distributed_flags(parser)
   args = cli.parse_args(argv, __doc__, parser)
