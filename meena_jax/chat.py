@@ -303,6 +303,8 @@ def main(argv=None):
     responder = gin_responder()
   except checkpoints.CheckpointMismatchError as error:
     raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
+  except checkpoints.UnreadableCheckpointError as error:
+    raise SystemExit(f"error: {error}") from None
   except FileNotFoundError as error:
     raise SystemExit(str(error)) from None
   try:

@@ -22,6 +22,16 @@ class CheckpointMismatchError(ValueError):
   parameter that differs and how."""
 
 
+class UnreadableCheckpointError(RuntimeError):
+  """No checkpoint of a run could be read; one line naming the last one tried and why."""
+
+
+def _first_line(error: Exception) -> str:
+  """Orbax and TensorStore errors run to hundreds of lines; their first names the cause."""
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0][:400] if text else ''}"
+
+
 def checkpoint_manager(model_dir, keep: int = 3) -> ocp.CheckpointManager:
   """Named items per step: ``state`` (the TrainState) and ``data`` (the input position)."""
   return ocp.CheckpointManager(
@@ -31,29 +41,68 @@ def checkpoint_manager(model_dir, keep: int = 3) -> ocp.CheckpointManager:
 
 
 def restore_latest(manager: ocp.CheckpointManager, abstract_state):
-  """(state, data item) of the newest readable checkpoint, or None; a corrupt or half-written
-  checkpoint is reported and the one before it is used."""
+  """(state, data item) of the newest readable checkpoint, or None.
+
+  A corrupt or half-written checkpoint is moved aside to ``<MODEL_DIR>/checkpoints_unreadable/``
+  (kept for inspection, named in the warning) and the one before it is used. Moving it matters:
+  orbax saves no step at or below its newest, so a corrupt newest step left in place would
+  never be replaced by the retrained one.
+  """
   for step in sorted(manager.all_steps(), reverse=True):
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
       return restored["state"], restored["data"]
     except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds.
-      log.warning("checkpoint at step %d is unreadable (%s: %s); trying the one before",
-                  step, type(error).__name__, error)
+      moved = _move_aside(manager, step)
+      log.warning("checkpoint at step %d is unreadable (%s); moved to %s; trying the one before",
+                  step, _first_line(error), moved)
   return None
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+  """Moves ``checkpoints/<step>`` to ``checkpoints_unreadable/<step>[.N]`` (process 0 moves,
+  every process waits for it) and makes the manager forget the step."""
+  source = pathlib.Path(str(manager.directory)) / str(step)
+  aside = source.parent.parent / "checkpoints_unreadable"
+  target, n = aside / str(step), 1
+  while target.exists():
+    target, n = aside / f"{step}.{n}", n + 1
+  if jax.process_index() == 0:
+    aside.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(f"meena_jax moved checkpoint {step} aside")
+  manager.reload()
+  return target
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, data: dict):
+  """Saves ``state`` and the ``data`` item (the input position) as ``step``. A save orbax
+  skips (it returns False for a step at or below its newest) raises instead of passing
+  silently, so a run never ends believing it saved what it did not."""
+  if not manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                    data=ocp.args.JsonSave(data))):
+    raise RuntimeError(f"checkpoint at step {step} was not saved in {manager.directory}: "
+                       f"orbax skipped it (its newest step is {manager.latest_step()})")
 
 
 def find_state_dir(path) -> pathlib.Path:
   """``MODEL_DIR``, ``MODEL_DIR/checkpoints`` or ``MODEL_DIR/checkpoints/<step>`` -> the
-  ``state`` item directory of that step (the newest complete one for a run directory), as an
-  absolute path: orbax's tensorstore reader refuses relative ones (and its ``metadata`` call
-  then reports no tree at all)."""
+  ``state`` item directory of that step (the newest complete one for a run directory)."""
+  return state_dirs(path)[0]
+
+
+def state_dirs(path) -> list:
+  """The ``state`` item directories ``path`` names, newest first: every complete step of a run
+  (or its ``checkpoints`` directory), or the one step given. Absolute paths: orbax's
+  tensorstore reader refuses relative ones (and its ``metadata`` then reports no tree)."""
   path = pathlib.Path(path).expanduser().resolve()
   if (path / "state").is_dir():
-    return path / "state"
+    return [path / "state"]
   if path.name == "state" and path.is_dir():
-    return path
+    return [path]
   root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   if not root.is_dir():
     raise FileNotFoundError(f"checkpoint {path}: no such directory")
@@ -61,7 +110,7 @@ def find_state_dir(path) -> pathlib.Path:
                   and (p / "state").is_dir()), reverse=True)
   if not steps:
     raise FileNotFoundError(f"checkpoint {path}: no checkpoints/<step>/state directory in it")
-  return root / str(steps[0]) / "state"
+  return [root / str(step) / "state" for step in steps]
 
 
 def check_matches(stored: dict, expected: dict, where: str):
@@ -90,13 +139,37 @@ def check_matches(stored: dict, expected: dict, where: str):
 
 def load_params(checkpoint, model, mesh=None):
   """The parameters of a checkpoint, checked against ``model`` and placed on ``mesh``
-  (replicated on the default device when None). Only the parameters are read, not optimizer
-  state: ``params`` of a training (or reward-model) state, ``policy/params`` of a PPO run's.
+  (replicated on the default device when None): ``load``'s parameters."""
+  return load(checkpoint, model, mesh)[0]
 
-  ``checkpoint`` is a run directory (its newest checkpoint), its ``checkpoints`` directory, or a
-  ``checkpoints/<step>`` directory.
+
+def load(checkpoint, model, mesh=None) -> tuple:
+  """(parameters, step) of a checkpoint. Only the parameters are read, not optimizer state:
+  ``params`` of a training (or reward-model) state, ``policy/params`` of a PPO run's.
+
+  ``checkpoint`` is a run directory (its newest readable checkpoint: an unreadable one gets one
+  warning line naming it and the cause, and the one before it is tried, as in training), its
+  ``checkpoints`` directory, or a ``checkpoints/<step>`` directory. Raises
+  ``UnreadableCheckpointError`` (one line) when none can be read.
   """
-  state_dir = find_state_dir(checkpoint)
+  candidates, failure = state_dirs(checkpoint), None
+  for state_dir in candidates:
+    try:
+      params = _read_params(state_dir, model, mesh)
+    except CheckpointMismatchError:
+      raise
+    except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds.
+      failure = f"{state_dir.parent}: {_first_line(error)}"
+      if state_dir is not candidates[-1]:
+        log.warning("checkpoint %s is unreadable; trying the one before", failure)
+      continue
+    step = state_dir.parent.name
+    return params, int(step) if step.isdigit() else None
+  raise UnreadableCheckpointError(f"no readable checkpoint in {checkpoint} (the last tried, "
+                                  f"{failure})")
+
+
+def _read_params(state_dir: pathlib.Path, model, mesh):
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   metadata = checkpointer.metadata(state_dir)
   tree = getattr(metadata, "item_metadata", metadata)
@@ -104,6 +177,8 @@ def load_params(checkpoint, model, mesh=None):
   prefix = ("policy",) if isinstance(tree, dict) and "policy" in tree else ()
   for key in prefix:
     tree = tree[key]
+  if not tree:  # orbax logs a warning and returns no metadata for a corrupt tree.
+    raise UnreadableCheckpointError(f"{state_dir}: its metadata cannot be read")
   if not isinstance(tree, dict) or "params" not in tree:
     raise CheckpointMismatchError(f"{state_dir}: not a meena_jax train state (no 'params')")
   expected = state_lib.abstract_params(model, mesh)
@@ -124,6 +199,6 @@ def load_params(checkpoint, model, mesh=None):
 
 
 def checkpoint_step(checkpoint) -> Optional[int]:
-  """The training step of the checkpoint ``load_params`` would read."""
+  """The training step of a run's newest checkpoint (``load`` says which it read)."""
   name = find_state_dir(checkpoint).parent.name
   return int(name) if name.isdigit() else None

@@ -139,13 +139,13 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
     raise ValueError(f"task {task.name!r} has no split {split!r}; it has {list(task.splits)}")
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
   model = Seq2Seq(model_config)
-  params = checkpoints.load_params(checkpoint, model, mesh)
+  params, step = checkpoints.load(checkpoint, model, mesh)
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, params)
   score_fn = make_score_fn(model, shardings, mesh)
   batches = host_eval_batches(task, split, batch_size, input_length, target_length)
   with jax.set_mesh(mesh):  # Activation constraints apply only with the mesh in scope.
     result = evaluate(score_fn, params, batches, mesh, vocabulary, progress)
-  result = {"checkpoint": str(checkpoint), "step": checkpoints.checkpoint_step(checkpoint),
+  result = {"checkpoint": str(checkpoint), "step": step,
             "task": task.name, "split": split, **({"jsonl": str(jsonl)} if jsonl else {}),
             **result}
   if unigram:
@@ -179,8 +179,12 @@ def main(argv=None):
   args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
   overrides = {k: v for k, v in (("jsonl", args.jsonl), ("split", args.split),
                                  ("output", args.output), ("unigram", args.unigram)) if v}
-  result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
-                          **overrides)
+  try:
+    result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
+                            **overrides)
+  except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError,
+          FileNotFoundError) as error:
+    raise SystemExit(f"error: {error}") from None
   print(json.dumps(result, indent=2))
   line = (f"{result['task']} {result['split']}: perplexity {result['perplexity']:.2f} "
           f"({result['target_tokens']} target tokens of {result['examples']} examples), "

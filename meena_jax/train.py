@@ -19,7 +19,6 @@ from typing import Any, Callable, Optional
 import jax
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from clu import metric_writers
 
@@ -200,9 +199,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
           window = _Window(step)
         if is_checkpoint:
-          manager.save(step, args=ocp.args.Composite(
-              state=ocp.args.StandardSave(state),
-              data=ocp.args.JsonSave({"batches": step, "seed": seed})))
+          checkpoints.save(manager, step, state, {"batches": step, "seed": seed})
         if eval_every and (step % eval_every == 0 or step == train_steps):
           result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
           emit({"step": step, "eval_loss": result["loss"],

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from meena_jax import train
+from meena_jax import checkpoints, train
+from meena_jax.model import Seq2Seq
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY
 
@@ -45,6 +46,54 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(chitchat_dir
       path.write_bytes(b"garbage")
   resumed = run(task, tmp_path, 5)
   assert [r["step"] for r in resumed] == [3, 4, 5]  # Restored step 2 and went on.
+
+
+def test_a_corrupt_newest_checkpoint_is_moved_aside_and_saved_again(chitchat_dir, tmp_path,
+                                                                     caplog):
+  """Rerunning the same command after the newest checkpoint got corrupted retrains to the same
+  step and saves it again; the corrupt one is kept aside, named in the log. (orbax skips a step
+  at or below its newest, so before, nothing was saved and the run stayed broken.)"""
+  task = seqio_tasks.get_task("chitchat", chitchat_dir)
+  run(task, tmp_path, 4)
+  corrupt(tmp_path / "checkpoints" / "4")
+  with caplog.at_level("WARNING", logger="meena_jax.checkpoints"):
+    resumed = run(task, tmp_path, 4)
+  assert [r["step"] for r in resumed] == [3, 4]
+  aside = tmp_path / "checkpoints_unreadable" / "4"
+  (line,) = checkpoint_warnings(caplog)  # One line, not orbax's traceback.
+  assert aside.is_dir() and str(aside) in line and "step 4 is unreadable" in line
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["2", "4"]
+  _, step = checkpoints.load(tmp_path, Seq2Seq(CFG))
+  assert step == 4
+
+
+def test_loading_falls_back_past_an_unreadable_checkpoint_and_names_it(chitchat_dir, tmp_path,
+                                                                        caplog):
+  task = seqio_tasks.get_task("chitchat", chitchat_dir)
+  run(task, tmp_path, 4)
+  corrupt(tmp_path / "checkpoints" / "4")
+  with caplog.at_level("WARNING", logger="meena_jax.checkpoints"):
+    _, step = checkpoints.load(tmp_path, Seq2Seq(CFG))
+  assert step == 2
+  (line,) = checkpoint_warnings(caplog)
+  assert "checkpoints/4: " in line and "trying the one before" in line
+  corrupt(tmp_path / "checkpoints" / "2")
+  with pytest.raises(checkpoints.UnreadableCheckpointError) as error:
+    checkpoints.load(tmp_path, Seq2Seq(CFG))
+  assert str(error.value).startswith(f"no readable checkpoint in {tmp_path} (the last tried, ")
+  assert "\n" not in str(error.value)
+
+
+def checkpoint_warnings(caplog) -> list:
+  lines = [r.getMessage() for r in caplog.records if r.name == "meena_jax.checkpoints"]
+  assert all("\n" not in line for line in lines)
+  return lines
+
+
+def corrupt(step_dir):
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file():
+      path.write_bytes(path.read_bytes()[:7])
 
 
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(

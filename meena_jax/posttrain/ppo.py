@@ -24,7 +24,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from meena_jax import checkpoints, decoding, input_pipeline, partitioning
 from meena_jax.config import ModelConfig
@@ -281,9 +280,8 @@ def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, referenc
       if progress is not None:
         progress(record)
       if (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
-        manager.save(iteration + 1, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave({"iteration": iteration + 1, "seed": seed})))
+        checkpoints.save(manager, iteration + 1, state,
+                         {"iteration": iteration + 1, "seed": seed})
   finally:
     metrics_log.close()
     manager.wait_until_finished()

@@ -18,7 +18,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import tqdm
 from clu import metric_writers
 
@@ -153,8 +152,7 @@ def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
       if number == len(order) and finalize is not None:
         state = state.replace(params=finalize(state.params))
       if number % checkpoint_every == 0 or number == len(order):
-        manager.save(number, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave({"step": number})))
+        checkpoints.save(manager, number, state, {"step": number})
       bar.update(1)
     if evaluate is not None:
       records.append(metrics_log.write(len(order), evaluate(state.params)))
