@@ -92,8 +92,10 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
       examples[split] = conversations.make_examples(survivors, split_stats)
     self._write_statistics(stats)
     if not any(examples.values()):
-      raise ValueError(f"{self.name}: no example survived the filters; see "
-                       f"{pathlib.Path(self.data_dir) / 'filter_statistics.json'}")
+      counts = "; ".join(f"{split}: {_nonzero(s.as_dict()) or 'no messages'}"
+                         for split, s in stats.items())
+      raise NoExamplesError(f"{self.name}/{self.builder_config.name}: no example survived the "
+                            f"filters ({counts})")
     # TFDS refuses an empty split (a small Pushshift sample may hash none into `test`); such a
     # split is left out, and its statistics still say why.
     return {split: self._generate_examples(exs) for split, exs in examples.items() if exs}
@@ -191,6 +193,22 @@ class PushshiftReddit(_ConversationBuilder):
       stats[split] = FilterStatistics()
     stats["train"].malformed_skipped = read_stats.malformed_skipped
     return groups
+
+
+class NoExamplesError(ValueError):
+  """A source gave no (context, response) example; the message carries the filter counts."""
+
+
+def _nonzero(counts: dict, prefix: str = "") -> str:
+  """``{"messages_in": 3, "removed": {"url": 2}}`` -> ``messages_in 3, removed url 2``."""
+  parts = []
+  for key, value in counts.items():
+    if isinstance(value, dict):
+      inner = _nonzero(value, f"{prefix}{key} ")
+      parts += [inner] if inner else []
+    elif value:
+      parts.append(f"{prefix}{key} {value}")
+  return ", ".join(parts)
 
 
 def cleaned_texts(groups: Iterable[list[Message]]) -> Iterable[str]:

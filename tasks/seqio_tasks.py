@@ -13,13 +13,14 @@ import hashlib
 import os
 import pathlib
 import re
+import shutil
 from typing import Optional
 
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from meena_tasks import builders, vocab
+from meena_tasks import builders, sources, vocab
 
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 SOURCES = {  # Task name -> its TFDS builder; keyword arguments reach the builder.
@@ -81,7 +82,17 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
   config = builders.JsonlConfig(name=f"file_{stem}_{digest}", files={"test": [str(path)]})
   builder = builders.ConversationsJsonl(config=config, vocab_file=vocab_file,
                                         data_dir=os.path.expanduser(data_dir))
-  return _register(f"jsonl_{stem}_{digest}", builder)
+  try:
+    return _register(f"jsonl_{stem}_{digest}", builder)
+  except (sources.MalformedInputError, builders.NoExamplesError):
+    # Nothing half-made stays behind: the config's directory holds no finished version.
+    config_dir = pathlib.Path(builder.data_dir).parent
+    if config_dir.name == config.name and not any(
+        p.is_dir() and not p.name.startswith("incomplete") for p in config_dir.iterdir()):
+      shutil.rmtree(config_dir, ignore_errors=True)
+      if not any(config_dir.parent.iterdir()):
+        config_dir.parent.rmdir()
+    raise
 
 
 def _register(name: str, builder) -> seqio.Task:

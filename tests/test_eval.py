@@ -2,13 +2,14 @@
 import dataclasses
 import json
 import math
+import pathlib
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from meena_jax import checkpoints, eval as evaluation
+from meena_jax import checkpoints, cli, eval as evaluation
 from meena_jax.model import Seq2Seq
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY, init_params
@@ -99,3 +100,28 @@ def test_unigram_perplexity_matches_the_formula():
   probs = counts / counts.sum()
   expected = math.exp(-(np.log(probs[2]) + np.log(probs[3]) + np.log(probs[1])) / 3)
   assert evaluation.unigram_perplexity(train, held_out, 5) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"id": "a", "turns": ["hello there", "hi how are you"]}\n{"id": "b", "turns": [\n',
+     r"error: .*bad\.jsonl:2: malformed JSON \(Expecting value, column 1\)"),
+    ("", r"error: conversations_jsonl/file_bad_jsonl_\w+: no example survived the filters "
+         r"\(test: no messages\)"),
+])
+def test_a_bad_or_empty_jsonl_is_one_line_and_leaves_nothing_behind(chitchat_dir, tmp_path,
+                                                                    monkeypatch, content,
+                                                                    message):
+  import gin  # pylint: disable=import-outside-toplevel
+  save_random_checkpoint(tmp_path / "run", CFG)
+  bad = tmp_path / "bad.jsonl"
+  bad.write_text(content)
+  before = sorted(p.name for p in pathlib.Path(chitchat_dir).iterdir())
+  monkeypatch.chdir(cli.REPO_ROOT)
+  try:
+    with pytest.raises(SystemExit, match=message) as error:
+      evaluation.main(["--gin_file=gin/runs/et_tiny_chitchat.gin", f"--jsonl={bad}",
+                       f"--gin.DATA_DIR={chitchat_dir}", f"--gin.CHECKPOINT={tmp_path / 'run'}"])
+  finally:
+    gin.clear_config()
+  assert "\n" not in str(error.value)
+  assert sorted(p.name for p in pathlib.Path(chitchat_dir).iterdir()) == before
