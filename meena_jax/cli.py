@@ -14,6 +14,8 @@ import ast
 import logging
 import pathlib
 import re
+import shutil
+import tempfile
 from typing import Sequence
 
 import gin
@@ -150,15 +152,43 @@ def model_config() -> config.ModelConfig:
 
 
 def configured_train():
-  """Runs the gin-bound ``train``; the parsed and the operative configs go to ``MODEL_DIR``."""
+  """Runs the gin-bound ``train``; the parsed and the operative configs go to ``MODEL_DIR``.
+  A run that fails for want of its data leaves no ``MODEL_DIR`` behind that it created."""
   model_dir = require("train.model_dir", "MODEL_DIR", "/path/to/run")
-  model_dir = pathlib.Path(model_dir).expanduser()
-  model_dir.mkdir(parents=True, exist_ok=True)
+  fresh = not pathlib.Path(model_dir).expanduser().exists()
+  model_dir = writable_directory(model_dir, "MODEL_DIR")
   (model_dir / "config.gin").write_text(gin.config_str())
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
   try:
-    return gin.get_configurable("train")()
-  finally:
+    records = gin.get_configurable("train")()
+  except seqio_tasks.DataDirError as error:
+    if fresh:
+      shutil.rmtree(model_dir, ignore_errors=True)
+    raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
+  except BaseException:
     (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+    raise
+  (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+  return records
+
+
+def writable_directory(path, macro: str) -> pathlib.Path:
+  """``path`` as a directory this process can write, created if missing; otherwise exits with
+  one line naming the macro, the path and why (a regular file in the way, a read-only mount),
+  before anything is written."""
+  path = pathlib.Path(path).expanduser()
+  for parent in [path, *path.parents]:
+    if parent.exists() and not parent.is_dir():
+      raise SystemExit(f"{macro}={path}: {parent} is a regular file, not a directory; "
+                       f"choose another --gin.{macro}")
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as error:
+    raise SystemExit(f"{macro}={path}: cannot write there ({error.strerror}); choose a "
+                     f"writable --gin.{macro}") from None
+  return path
 
 
 def configured(name: str, required: dict = None, **overrides):

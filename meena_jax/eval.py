@@ -176,7 +176,7 @@ def main(argv=None):
   parser.add_argument("--unigram", action="store_true",
                       help="also report the training split's unigram-model perplexity")
   cli.register_training()
-  from meena_tasks import builders, sources  # pylint: disable=import-outside-toplevel
+  from meena_tasks import builders, seqio_tasks, sources  # pylint: disable=import-outside-toplevel
   args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
   overrides = {k: v for k, v in (("jsonl", args.jsonl), ("split", args.split),
                                  ("output", args.output), ("unigram", args.unigram)) if v}
@@ -184,7 +184,8 @@ def main(argv=None):
     result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
                             **overrides)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError,
-          FileNotFoundError, sources.MalformedInputError, builders.NoExamplesError) as error:
+          FileNotFoundError, sources.MalformedInputError, builders.NoExamplesError,
+          seqio_tasks.DataDirError) as error:
     raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
   print(json.dumps(result, indent=2))
   line = (f"{result['task']} {result['split']}: perplexity {result['perplexity']:.2f} "

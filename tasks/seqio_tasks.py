@@ -14,6 +14,7 @@ import os
 import pathlib
 import re
 import shutil
+import tempfile
 from typing import Optional
 
 import seqio
@@ -95,9 +96,15 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
     raise
 
 
+class DataDirError(ValueError):
+  """The data directory cannot hold a task that must still be prepared; names the path."""
+
+
 def _register(name: str, builder) -> seqio.Task:
   """Prepares ``builder`` (a no-op once done; trains the vocabulary if missing) and
   (re)registers task ``name`` over it."""
+  if not builder.is_prepared():
+    _check_writable(pathlib.Path(builder.data_dir_root), name)
   builder.download_and_prepare()
   if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
     seqio.TaskRegistry.remove(name)
@@ -111,6 +118,18 @@ def _register(name: str, builder) -> seqio.Task:
                      seqio.preprocessors.append_eos_after_trim],
       output_features={"inputs": seqio.Feature(vocabulary, add_eos=False),
                        "targets": seqio.Feature(vocabulary, add_eos=True)})
+
+
+def _check_writable(data_dir: pathlib.Path, name: str):
+  """Raises ``DataDirError`` (one line) before TFDS fails half-way with a traceback."""
+  try:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=data_dir):
+      pass
+  except OSError as error:
+    raise DataDirError(f"DATA_DIR={data_dir}: task {name!r} is not prepared there and the "
+                       f"directory cannot be written ({error.strerror}); pass a writable "
+                       f"--gin.DATA_DIR, or one where it is prepared") from None
 
 
 def get_reddit_mixture(pushshift_config: builders.PushshiftConfig,

@@ -116,3 +116,50 @@ def test_info_logs_show_after_the_libraries_that_install_a_root_handler():
   result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300, check=True)
   assert "meena_jax.train resumed at step 7 from /r/checkpoints/7" in result.stderr
+
+
+def _cli_train(tmp_path, model_dir, data_dir):
+  import gin  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  try:
+    with pytest.raises(SystemExit) as error:
+      train.main([f"--gin_file={cli.REPO_ROOT}/gin/runs/et_tiny_chitchat.gin",
+                  f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}",
+                  "--gin.TRAIN_STEPS=1"])
+  finally:
+    gin.clear_config()
+  assert "\n" not in str(error.value)
+  return str(error.value)
+
+
+def test_a_model_dir_under_a_regular_file_is_one_line_and_writes_nothing(tmp_path):
+  (tmp_path / "file").write_text("")
+  message = _cli_train(tmp_path, tmp_path / "file" / "run", tmp_path / "data")
+  assert message == (f"MODEL_DIR={tmp_path}/file/run: {tmp_path}/file is a regular file, not a "
+                     f"directory; choose another --gin.MODEL_DIR")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+  """An empty read-only mount (root ignores permission bits, so chmod would not do)."""
+  import subprocess  # pylint: disable=import-outside-toplevel
+  path = tmp_path / "ro"
+  path.mkdir()
+  if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(path)],
+                    capture_output=True, check=False).returncode:
+    pytest.skip("cannot mount a read-only tmpfs here (not root, or no mount permission)")
+  yield path
+  subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_read_only_model_dir_or_data_dir_is_one_line_and_leaves_nothing(tmp_path,
+                                                                         read_only_dir):
+  message = _cli_train(tmp_path, read_only_dir / "run", tmp_path / "data")
+  assert message == (f"MODEL_DIR={read_only_dir}/run: cannot write there (Read-only file "
+                     f"system); choose a writable --gin.MODEL_DIR")
+  message = _cli_train(tmp_path, tmp_path / "run", read_only_dir)
+  assert message == (f"error: DATA_DIR={read_only_dir}: task 'chitchat' is not prepared there "
+                     f"and the directory cannot be written (Read-only file system); pass a "
+                     f"writable --gin.DATA_DIR, or one where it is prepared")
+  assert not (tmp_path / "run").exists()  # The MODEL_DIR this run created is gone again.
