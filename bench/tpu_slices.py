@@ -82,19 +82,27 @@ def main():
     with open(args.table) as f:
       print(table([json.loads(line) for line in f if line.strip()]))
     return
-  sys.path.insert(0, ".")
+  pairs = [(m, a) for m in args.models.split(",") for a in args.slices.split(",")]
+  if len(pairs) > 1:  # One process each: a process keeps every compiled program's memory.
+    import subprocess  # pylint: disable=import-outside-toplevel
+    jsonl = args.jsonl or "/dev/null"
+    for model, accelerator in pairs:
+      subprocess.run([sys.executable, __file__, f"--models={model}", f"--slices={accelerator}",
+                      f"--programs={args.programs}", f"--rows-per-device={args.rows_per_device}",
+                      f"--jsonl={jsonl}", *(f"--override={o}" for o in args.override)],
+                     check=True)
+    if args.jsonl:
+      print(table([json.loads(line) for line in open(args.jsonl) if line.strip()]))
+    return
   from meena_jax import records as records_lib  # pylint: disable=import-outside-toplevel
-  done = []
-  for model in args.models.split(","):
-    for accelerator in args.slices.split(","):
-      started = time.perf_counter()
-      config, report = run_one(model, accelerator, args.rows_per_device,
-                               args.programs.split(","), args.override)
-      config["wall_s"] = time.perf_counter() - started
-      done.append(records_lib.emit("compile", f"{model}@{accelerator}", config, report,
-                                   args.jsonl, echo=False))
-      print(table(done[-1:]).splitlines()[-1], flush=True)
-  print(table(done))
+  (model, accelerator), = pairs
+  started = time.perf_counter()
+  config, report = run_one(model, accelerator, args.rows_per_device, args.programs.split(","),
+                           args.override)
+  config["wall_s"] = time.perf_counter() - started
+  record = records_lib.emit("compile", f"{model}@{accelerator}", config, report, args.jsonl,
+                            echo=False)
+  print(table([record]).splitlines()[-1], flush=True)
 
 
 if __name__ == "__main__":
