@@ -84,7 +84,7 @@ def compile_run(settings: dict, slice_: slices.Slice, *, devices: Optional[list]
     if hlo_dir:
       pathlib.Path(hlo_dir).mkdir(parents=True, exist_ok=True)
       (pathlib.Path(hlo_dir) / f"{name}.hlo.txt").write_text(compiled.as_text())
-    entry = _entry(cost, slice_, model_flops)
+    entry = {"mesh": dict(program_mesh.shape), **_entry(cost, slice_, model_flops)}
     report["programs"][name] = entry
     progress(f"  {name}: compiled in {seconds:.0f} s; {_gib(entry['memory']['total'])} of "
              f"{_gib(slice_.hbm_bytes)} per device")
@@ -177,22 +177,27 @@ def _gib(n: float) -> str:
 
 def format_report(report: dict, train_steps: Optional[int] = None) -> str:
   """The report as the table the command prints."""
+  mesh = report["mesh"]
   lines = [f"{report['accelerator_type']}: {report['devices']} devices on {report['hosts']} "
-           f"host(s), mesh {report['mesh']}, {_gib(report['hbm_bytes'])} HBM and "
+           f"host(s), {_gib(report['hbm_bytes'])} HBM and "
            f"{report['peak_flops'] / 1e12:.1f} bf16 TFLOP/s per device; "
            f"{report['parameters'] / 1e6:,.1f}M parameters",
-           f"per device: parameters {_gib(report['param_bytes'])}, optimizer state "
-           f"{_gib(report['optimizer_bytes'])} (all figures predicted by the compiler)", "",
-           f"{'program':<18}{'compile':>8}{'args':>10}{'temps':>10}{'total':>10}"
+           f"train state per device on the training mesh {mesh['data']} x {mesh['model']}: "
+           f"parameters {_gib(report['param_bytes'])}, optimizer state "
+           f"{_gib(report['optimizer_bytes'])}, gradients {_gib(report['param_bytes'])} (inside "
+           f"the train step's temps); all figures are the compiler's predictions", "",
+           f"{'program':<18}{'mesh':>8}{'compile':>8}{'args':>8}{'temps':>8}{'total':>8}"
            f"{'headroom':>10}{'XLA TFLOP':>11}{'model TFLOP':>12}{'predicted':>11}{'MFU':>7}"]
   for name, entry in report["programs"].items():
     memory = entry["memory"]
     model = entry.get("flops_model")
     seconds = entry.get("predicted_s")
     mfu = f"{entry['mfu']:.1%}" if "mfu" in entry else "-"
+    program_mesh = f"{entry['mesh']['data']}x{entry['mesh']['model']}"
     lines.append(
-        f"{name:<18}{entry['compile_s']:>7.0f}s{_gib(memory['arguments'])[:-4]:>10}"
-        f"{_gib(memory['temps'])[:-4]:>10}{_gib(memory['total'])[:-4]:>10}"
+        f"{name:<18}{program_mesh:>8}{entry['compile_s']:>7.0f}s"
+        f"{_gib(memory['arguments'])[:-4]:>8}"
+        f"{_gib(memory['temps'])[:-4]:>8}{_gib(memory['total'])[:-4]:>8}"
         f"{_gib(memory['headroom'])[:-4]:>10}{entry['flops_xla'] / 1e12:>11.3f}"
         f"{(f'{model / 1e12:.3f}' if model else '-'):>12}"
         f"{(f'{seconds * 1e3:.2f} ms' if seconds else '-'):>11}"
