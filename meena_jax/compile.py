@@ -15,6 +15,7 @@ TRAIN_STEPS and MFU, collectives by kind and mesh axis, and where the estimated 
 figures are the compiler's predictions, not measurements on hardware.
 """
 import argparse
+import contextlib
 import dataclasses
 import functools
 import logging
@@ -37,6 +38,19 @@ TRAIN_SETTINGS = ("batch_size", "input_length", "target_length", "train_steps", 
                   "constant_steps", "lr_schedule", "num_microbatches", "eval_batch_size",
                   "mesh_data", "mesh_model", "adafactor_min_dim_to_factor")
 CHAT_SETTINGS = {"batch_size": 8, "context_length": 128, "mesh_data": -1, "mesh_model": 1}
+
+
+@contextlib.contextmanager
+def _no_persistent_cache():
+  """Compiles past the persistent compilation cache: a compile-only TPU executable cannot be
+  read back from it (no client to load into), a Meena entry is gigabytes, and the report's
+  compile seconds must be the compiler's, not a disk read's."""
+  before = jax.config.jax_enable_compilation_cache
+  jax.config.update("jax_enable_compilation_cache", False)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_enable_compilation_cache", before)
 
 
 def compile_run(settings: dict, slice_: slices.Slice, *, devices: Optional[list] = None,
@@ -75,7 +89,8 @@ def compile_run(settings: dict, slice_: slices.Slice, *, devices: Optional[list]
     progress(f"compiling {name} for {slice_.accelerator_type} "
              f"(mesh {dict(program_mesh.shape)}) ...")
     started = time.perf_counter()
-    with jax.set_mesh(program_mesh), tempfile.TemporaryDirectory() as dump:
+    with jax.set_mesh(program_mesh), _no_persistent_cache(), \
+        tempfile.TemporaryDirectory() as dump:
       compiled = jitted.lower(*args).compile({"xla_dump_to": dump})
       seconds = time.perf_counter() - started
       assignment = "".join(p.read_text() for p in pathlib.Path(dump).glob(
