@@ -1,6 +1,7 @@
 """Shared fixtures: tiny configs of both block types and random SeqIO-style batches."""
 import dataclasses
 import functools
+import logging
 import os
 import tempfile
 
@@ -67,3 +68,14 @@ def chitchat_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   seqio_tasks.get_task("chitchat", data_dir)
   return data_dir
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+  """A command's ``main`` run in-process replaces the root handler with one on that test's
+  captured stderr (``cli.configure_logging``); later tests would log into a closed stream."""
+  root = logging.getLogger()
+  handlers, level = root.handlers[:], root.level
+  yield
+  root.handlers[:] = handlers
+  root.setLevel(level)
