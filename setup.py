@@ -18,6 +18,7 @@ setup(
         "flax>=0.12.8",
         "optax>=0.2.8",
         "seqio>=0.0.20",
+        "grain==0.2.18",  # Index-based training input: first-fit packing, a position to save.
         "tensorflow-datasets>=4.9.10",
         "gin-config>=0.5.0",
         "orbax-checkpoint>=0.12.8",

@@ -36,7 +36,8 @@ PROGRAMS = ("train", "eval", "sample")
 # ``train.programs``' settings, read from the ``train`` bindings.
 TRAIN_SETTINGS = ("batch_size", "input_length", "target_length", "train_steps", "learning_rate",
                   "constant_steps", "lr_schedule", "num_microbatches", "eval_batch_size",
-                  "mesh_data", "mesh_model", "adafactor_min_dim_to_factor")
+                  "mesh_data", "mesh_model", "adafactor_min_dim_to_factor",
+                  "packed_input_length", "packed_target_length")
 CHAT_SETTINGS = {"batch_size": 8, "context_length": 128, "mesh_data": -1, "mesh_model": 1}
 
 

@@ -22,7 +22,7 @@ import optax
 import tqdm
 from clu import metric_writers
 
-from meena_jax import checkpoints, input_pipeline, partitioning
+from meena_jax import checkpoints, input_pipeline, partitioning, token_store
 from meena_jax import state as state_lib
 from meena_jax import train_step
 from meena_jax import eval as evaluation
@@ -44,6 +44,7 @@ class _Window:
   started: float = dataclasses.field(default_factory=time.perf_counter)
   sums: Optional[dict] = None
   steps: int = 0
+  fill: list = dataclasses.field(default_factory=list)  # input_pipeline.fill of each batch.
 
 
 def _fetch(window: _Window) -> dict:
@@ -74,8 +75,12 @@ def programs(*, model_config: ModelConfig, mesh, batch_size: int, input_length: 
              target_length: int, train_steps: int, learning_rate: float = 0.01,
              constant_steps: int = 10_000, lr_schedule: str = "meena",
              num_microbatches: int = 1, eval_batch_size: Optional[int] = None,
-             adafactor_min_dim_to_factor: int = 128) -> Programs:
-  """The train step and eval step of a run on ``mesh``, with the abstract values they take."""
+             adafactor_min_dim_to_factor: int = 128,
+             packed_input_length: Optional[int] = None,
+             packed_target_length: Optional[int] = None) -> Programs:
+  """The train step and eval step of a run on ``mesh``, with the abstract values they take.
+  Training rows are ``packed_*_length`` long (default: the per-example cut); eval rows hold
+  one example each, cut to ``input_length`` and ``target_length``."""
   model = Seq2Seq(model_config)
   schedule = train_step.learning_rate_schedule(lr_schedule, learning_rate, constant_steps,
                                                train_steps)
@@ -87,7 +92,8 @@ def programs(*, model_config: ModelConfig, mesh, batch_size: int, input_length: 
       model=model, schedule=schedule, optimizer=optimizer, state=abstract,
       train_step=train_step.jit_train_step(model, optimizer, state_lib.shardings(abstract),
                                            batch_sharding, num_microbatches),
-      train_batch=input_pipeline.abstract_batch(batch_size, input_length, target_length,
+      train_batch=input_pipeline.abstract_batch(batch_size, packed_input_length or input_length,
+                                                packed_target_length or target_length,
                                                 pack=True, mesh=mesh),
       score=evaluation.make_score_fn(model, state_lib.shardings(abstract.params), mesh),
       eval_batch=input_pipeline.abstract_batch(eval_batch_size or batch_size, input_length,
@@ -105,6 +111,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           eval_split: str = "validation", eval_batch_size: Optional[int] = None,
           input_shards: Optional[int] = None, lr_schedule: str = "meena",
           init_checkpoint: Optional[str] = None, adafactor_min_dim_to_factor: int = 128,
+          packed_input_length: Optional[int] = None, packed_target_length: Optional[int] = None,
+          packing_bins: int = 64, data_cache_dir: Optional[str] = None,
           progress: bool = True) -> list[dict]:
   """Trains ``model_config`` on ``task`` (a ``seqio.Task``) for ``train_steps`` steps.
 
@@ -117,6 +125,12 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   run whose parameters a fresh run starts from (fine-tuning; fresh step count and optimizer);
   a checkpoint of this run's own always wins, so a resumed fine-tune continues.
   ``adafactor_min_dim_to_factor``: see ``train_step.make_optimizer``.
+
+  Each example is cut to ``input_length`` context tokens (the most recent) and
+  ``target_length`` response tokens; training rows of ``packed_input_length`` and
+  ``packed_target_length`` (default: the same) hold as many as first-fit packing over
+  ``packing_bins`` rows fits. The task's train split is tokenised once under
+  ``data_cache_dir`` (default: ``model_dir``), see ``token_store``.
   """
   model_dir = pathlib.Path(model_dir)
   model_dir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +148,9 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
                    train_steps=train_steps, learning_rate=learning_rate,
                    constant_steps=constant_steps, lr_schedule=lr_schedule,
                    num_microbatches=num_microbatches, eval_batch_size=eval_batch_size,
-                   adafactor_min_dim_to_factor=adafactor_min_dim_to_factor)
+                   adafactor_min_dim_to_factor=adafactor_min_dim_to_factor,
+                   packed_input_length=packed_input_length,
+                   packed_target_length=packed_target_length)
     model, schedule = run.model, run.schedule
     state = state_lib.create_state(model, run.optimizer, jax.random.key(seed), run.state)
 
@@ -142,6 +158,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
     # parameters of init_checkpoint, (3) from scratch.
     manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
     restored = checkpoints.restore_latest(manager, run.state)
+    data_position = None
     if restored is not None:
       state, data_position = restored
       log.info("resumed at step %d (batch %d) from %s", int(state.step),
@@ -151,10 +168,15 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
       log.info("parameters from %s; step and optimizer fresh", init_checkpoint)
     start_step = int(state.step)
 
-    # --- Data, continued where the checkpoint left it.
-    batches = input_pipeline.host_batches(
-        task, "train", batch_size, input_length, target_length, pack=True, shuffle=True,
-        seed=seed, repeat=True, skip_batches=start_step, input_shards=input_shards)
+    # --- Data, continued where the checkpoint left it (a saved position: no replay).
+    sources = token_store.tokenized_sources(
+        task, "train", {"inputs": input_length, "targets": target_length},
+        data_cache_dir or str(model_dir), progress=progress and jax.process_index() == 0)
+    batches = input_pipeline.TrainInput(
+        sources, batch_size, {"inputs": packed_input_length or input_length,
+                            "targets": packed_target_length or target_length},
+        seed=seed, input_shards=input_shards, packing_bins=packing_bins)
+    _continue_input(batches, data_position, start_step)
 
     # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
     base_key = jax.random.key(seed + 1)
@@ -185,7 +207,9 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
 
     try:
       for step in range(start_step + 1, train_steps + 1):
-        batch = input_pipeline.to_global(next(batches), mesh)
+        host_batch = next(batches)
+        window.fill.append(input_pipeline.fill(host_batch))
+        batch = input_pipeline.to_global(host_batch, mesh)
         state, metrics = compiled(state, batch, base_key)
         window.sums = metrics if window.sums is None else jax.tree_util.tree_map(
             lambda a, b: a + b, window.sums, metrics)
@@ -196,10 +220,12 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
           record = _record(step, sums, window, schedule, flops_per_step,
                            peak_flops_per_device)
           emit(record)
-          bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}")
+          bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
+                          fill=f"{record['input_fill']:.2f}/{record['target_fill']:.2f}")
           window = _Window(step)
         if is_checkpoint:
-          checkpoints.save(manager, step, state, {"batches": step, "seed": seed})
+          checkpoints.save(manager, step, state,
+                           {"batches": step, "seed": seed, "input": batches.state()})
         if eval_every and (step % eval_every == 0 or step == train_steps):
           result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
           emit({"step": step, "eval_loss": result["loss"],
@@ -214,9 +240,25 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
     return records
 
 
+def _continue_input(batches: input_pipeline.TrainInput, data_position: Optional[dict],
+                    start_step: int):
+  """Moves the input to where the checkpoint left it: its saved position, in constant time.
+  A checkpoint without one (written before positions were saved) is replayed batch by batch."""
+  if data_position is None:
+    return
+  if "input" in data_position:
+    batches.restore(data_position["input"])
+    return
+  log.warning("the checkpoint at step %d has no input position (an older run): replaying %d "
+              "batches to reach it", start_step, start_step)
+  for _ in tqdm.trange(start_step, desc="replay input", unit="batch", mininterval=5.0):
+    next(batches)
+
+
 def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
-  """One log line: loss and perplexity are token-weighted over the window's steps. XLA's FLOP
-  count is the program one device runs, so TFLOP/s and MFU are per device."""
+  """One log line: loss and perplexity are token-weighted over the window's steps; fill is the
+  share of real tokens in the packed rows (host-side). XLA's FLOP count is the program one
+  device runs, so TFLOP/s and MFU are per device."""
   loss = sums["loss_sum"] / max(sums["token_count"], 1.0)
   seconds = time.perf_counter() - window.started
   seconds_per_step = seconds / window.steps
@@ -226,7 +268,8 @@ def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
             "step_s": seconds_per_step,
             "grad_norm": sums["grad_norm"] / window.steps,
             "param_norm": sums["param_norm"] / window.steps,
-            "tflops_per_device": flops_per_step / seconds_per_step / 1e12}
+            "tflops_per_device": flops_per_step / seconds_per_step / 1e12,
+            **{k: float(np.mean([f[k] for f in window.fill])) for k in window.fill[0]}}
   if peak_flops:
     record["mfu"] = flops_per_step / seconds_per_step / peak_flops
   return record

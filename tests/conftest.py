@@ -31,6 +31,9 @@ tfds.disable_progress_bar()  # Progress bars would fill the captured output of e
 jax.config.update("jax_compilation_cache_dir",
                   os.path.join(tempfile.gettempdir(), "meena_jax_test_compile_cache"))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+# Tokenised train splits (train.data_cache_dir), shared by workers and sessions: a store's name
+# carries its task, split, cut lengths and vocabulary hash, so a stale one is never read.
+TOKEN_CACHE = os.path.join(tempfile.gettempdir(), "meena_jax_test_tokens")
 
 # d_model 32 with 4 heads: the ET decoder's parallel self-attention gets 8 heads of width 4.
 TINY = ModelConfig(vocab_size=61, d_model=32, num_heads=4, d_ff=64, num_encoder_layers=1,

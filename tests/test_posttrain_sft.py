@@ -12,6 +12,7 @@ from meena_jax import train
 from meena_jax.posttrain import commands
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY
+from tests.conftest import TOKEN_CACHE
 
 pytestmark = [
     pytest.mark.xdist_group("chitchat"),
@@ -24,6 +25,7 @@ CFG = dataclasses.replace(TINY, vocab_size=4000)
 def run(task, model_dir, steps, **overrides):
   kwargs = dict(model_config=CFG, task=task, model_dir=str(model_dir), batch_size=4,
                 input_length=32, target_length=16, train_steps=steps, log_every=1,
+                data_cache_dir=TOKEN_CACHE,
                 checkpoint_every=steps, progress=False, learning_rate=0.01)
   return train.train(**{**kwargs, **overrides})
 
