@@ -150,7 +150,8 @@ def test_report_lists_every_run_with_its_numbers(tmp_path):
 # A tiny ET/Transformer (d_model 32, one decoder block) on chitchat: three steps, eval at 3.
 TINY = ["--gin.ModelConfig.d_model=32", "--gin.ModelConfig.d_ff=64",
         "--gin.ModelConfig.num_decoder_layers=1", "--gin.BATCH_SIZE=4", "--gin.INPUT_LENGTH=32",
-        "--gin.TARGET_LENGTH=16", "--gin.TRAIN_STEPS=3", "--gin.EVAL_EVERY=3",
+        "--gin.TARGET_LENGTH=16", "--gin.PACKED_INPUT_LENGTH=64", "--gin.PACKED_TARGET_LENGTH=16",
+        "--gin.TRAIN_STEPS=3", "--gin.EVAL_EVERY=3",
         "--gin.train.log_every=1", "--gin.train.checkpoint_every=2",
         "--gin.train.eval_batch_size=64", "--gin.train.progress=False"]
 

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.xdist_group("chitchat")
 MODEL = ["--gin.ModelConfig.d_model=32", "--gin.ModelConfig.num_heads=4",
          "--gin.ModelConfig.d_ff=64", "--gin.ModelConfig.num_decoder_layers=1",
          "--gin.BATCH_SIZE=8", "--gin.INPUT_LENGTH=32", "--gin.TARGET_LENGTH=32",
+         "--gin.PACKED_INPUT_LENGTH=64", "--gin.PACKED_TARGET_LENGTH=32",
          "--gin.EVAL_EVERY=0", "--gin.train.log_every=1", "--gin.train.progress=False"]
 
 
