@@ -47,6 +47,8 @@ def configure_logging(level: int = logging.INFO):
   ``logging.basicConfig`` into a no-op (no "resumed at step N" ever showed); ``force``
   replaces it."""
   logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s", force=True)
+  # jax's INFO "Unable to initialize backend 'tpu'" is the [tpu] extra's libtpu finding no TPU.
+  logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def add_distributed_flags(parser: argparse.ArgumentParser):

@@ -1,5 +1,8 @@
 """Training input: tokenised examples read by index, packed first-fit, resumed from a saved
 position without replaying what came before."""
+import json
+
+import gin
 import jax
 import numpy as np
 import pytest
@@ -166,3 +169,25 @@ def test_the_store_holds_the_tasks_own_examples(chitchat_dir, tmp_path):
   assert not list(tmp_path.glob("**/*.incomplete-*"))
   assert token_store.tokenized(task, "validation", {"inputs": 32, "targets": 16},
                                str(tmp_path), progress=False).path == store.path  # Reused.
+
+
+def test_data_stats_prints_lengths_truncation_and_fill_and_names_a_bad_row_flag(
+    chitchat_dir, capsys, tmp_path):
+  from meena_jax import data_stats  # pylint: disable=import-outside-toplevel
+  flags = ["--gin_file=gin/runs/et_tiny_chitchat.gin", f"--gin.DATA_DIR={chitchat_dir}",
+           "--gin.BATCH_SIZE=4", "--gin.INPUT_LENGTH=32", "--gin.TARGET_LENGTH=16",
+           "--split=validation", "--batches=3", f"--json={tmp_path / 'stats.json'}"]
+  gin.clear_config()
+  data_stats.main(flags + ["--rows=32/16,128/32"])
+  printed = capsys.readouterr().out
+  assert "chitchat/validation: per-example cut 32/16, 4 rows a batch" in printed
+  figures = json.loads((tmp_path / "stats.json").read_text())
+  assert figures["lengths"]["inputs"]["truncated"] > 0.5  # Most contexts exceed 32 tokens.
+  one, four = figures["fill"]["32/16"], figures["fill"]["128/32"]
+  assert one["examples_per_row"] < four["examples_per_row"] and four["target_fill"] > 0.5
+  for rows, message in (("32x16", r"--rows=32x16: expected INPUTS/TARGETS"),
+                        ("16/16", "--rows: a packed inputs row of 16 tokens cannot hold")):
+    gin.clear_config()
+    with pytest.raises(SystemExit, match=message):
+      data_stats.main(flags + [f"--rows={rows}"])
+  gin.clear_config()
