@@ -45,7 +45,9 @@ CHAT_SETTINGS = {"batch_size": 8, "context_length": 128, "mesh_data": -1, "mesh_
 def _no_persistent_cache():
   """Compiles past the persistent compilation cache: a compile-only TPU executable cannot be
   read back from it (no client to load into), a Meena entry is gigabytes, and the report's
-  compile seconds must be the compiler's, not a disk read's."""
+  compile seconds must be the compiler's, not a disk read's. (jax decides once per process
+  whether the cache is in use: in a process that already compiled through it, such as a test
+  session, the read fails with a warning and the program is compiled.)"""
   before = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
   try:

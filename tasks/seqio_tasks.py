@@ -91,8 +91,9 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
     if config_dir.name == config.name and not any(
         p.is_dir() and not p.name.startswith("incomplete") for p in config_dir.iterdir()):
       shutil.rmtree(config_dir, ignore_errors=True)
-      if not any(config_dir.parent.iterdir()):
-        config_dir.parent.rmdir()
+      # TFDS may have noted the config in `.config/metadata.json`; nothing else there: remove.
+      if not any(p.name != ".config" for p in config_dir.parent.iterdir()):
+        shutil.rmtree(config_dir.parent, ignore_errors=True)
     raise
 
 
