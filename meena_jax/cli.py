@@ -162,10 +162,11 @@ def configured_train():
   (model_dir / "config.gin").write_text(gin.config_str())
   from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
 
-  from meena_jax import token_store  # pylint: disable=import-outside-toplevel
+  from meena_jax import input_pipeline, token_store  # pylint: disable=import-outside-toplevel
   try:
     records = gin.get_configurable("train")()
-  except (seqio_tasks.DataDirError, token_store.CacheDirError) as error:
+  except (seqio_tasks.DataDirError, token_store.CacheDirError,
+          input_pipeline.InputConfigError) as error:
     if fresh:
       shutil.rmtree(model_dir, ignore_errors=True)
     raise SystemExit(f"error: {str(error).splitlines()[0]}") from None

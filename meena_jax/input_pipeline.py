@@ -60,6 +60,10 @@ def host_batches(task: seqio.Task, split: str, global_batch_size: int, input_len
   return itertools.islice(batches, skip_batches, None)
 
 
+class InputConfigError(ValueError):
+  """The run's input settings cannot work (one line, naming the setting)."""
+
+
 def _shards_of_this_process(global_batch_size: int, input_shards: Optional[int]) -> range:
   processes, index = jax.process_count(), jax.process_index()
   shards = input_shards or processes
@@ -91,8 +95,10 @@ class TrainInput:
     for feature, length in row_lengths.items():
       longest = max(int(store.lengths(feature).max()) for store, _ in sources)
       if longest > length:
-        raise ValueError(f"a packed {feature} row of {length} tokens cannot hold an example of "
-                         f"{longest} (the per-example cut); raise the row length")
+        name = {"inputs": "INPUT", "targets": "TARGET"}[feature]
+        raise InputConfigError(
+            f"a packed {feature} row of {length} tokens cannot hold an example of {longest}: "
+            f"raise PACKED_{name}_LENGTH or lower {name}_LENGTH (the per-example cut)")
     self._iterators = {s: iter(self._dataset(sources, s, row_lengths, seed, packing_bins))
                        for s in self.shards}
 
@@ -100,7 +106,7 @@ class TrainInput:
     shard_seed = int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
     parts = [grain.MapDataset.source(store)[shard::self.num_shards] for store, _ in sources]
     if not all(len(part) for part in parts):
-      raise ValueError(f"input shard {shard} of {self.num_shards} has no examples (the split "
+      raise InputConfigError(f"input shard {shard} of {self.num_shards} has no examples (the split "
                        f"has {min(len(store) for store, _ in sources)}); use fewer input shards")
     examples = parts[0] if len(parts) == 1 else grain.MapDataset.mix(
         parts, [rate for _, rate in sources])
@@ -131,9 +137,10 @@ class TrainInput:
   def restore(self, saved: dict):
     """Continues from ``state()``'s dictionary; refuses one of another shard count."""
     if saved.get("shards") != self.num_shards:
-      raise ValueError(f"the checkpoint's input position is for {saved.get('shards')} input "
-                       f"shards, this run reads {self.num_shards} (set train.input_shards="
-                       f"{saved.get('shards')} to resume it)")
+      raise InputConfigError(
+          f"the checkpoint's input position is for {saved.get('shards')} input shards, this "
+          f"run reads {self.num_shards} (set train.input_shards={saved.get('shards')} to "
+          f"resume it)")
     for shard, iterator in self._iterators.items():
       iterator.set_state(saved[str(shard)])
 

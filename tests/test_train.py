@@ -120,14 +120,14 @@ def test_info_logs_show_after_the_libraries_that_install_a_root_handler():
   assert "meena_jax.train resumed at step 7 from /r/checkpoints/7" in result.stderr
 
 
-def _cli_train(tmp_path, model_dir, data_dir):
+def _cli_train(tmp_path, model_dir, data_dir, *extra):
   import gin  # pylint: disable=import-outside-toplevel
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
   try:
     with pytest.raises(SystemExit) as error:
       train.main([f"--gin_file={cli.REPO_ROOT}/gin/runs/et_tiny_chitchat.gin",
                   f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}",
-                  "--gin.TRAIN_STEPS=1"])
+                  "--gin.TRAIN_STEPS=1", *extra])
   finally:
     gin.clear_config()
   assert "\n" not in str(error.value)
@@ -165,3 +165,13 @@ def test_a_read_only_model_dir_or_data_dir_is_one_line_and_leaves_nothing(tmp_pa
                      f"and the directory cannot be written (Read-only file system); pass a "
                      f"writable --gin.DATA_DIR, or one where it is prepared")
   assert not (tmp_path / "run").exists()  # The MODEL_DIR this run created is gone again.
+
+
+def test_packed_rows_shorter_than_the_cut_are_one_line_and_leave_no_model_dir(chitchat_dir,
+                                                                             tmp_path):
+  message = _cli_train(tmp_path, tmp_path / "run", chitchat_dir, "--gin.INPUT_LENGTH=32",
+                       "--gin.TARGET_LENGTH=16", "--gin.PACKED_INPUT_LENGTH=24",
+                       f"--gin.train.data_cache_dir={TOKEN_CACHE}")
+  assert message == ("error: a packed inputs row of 24 tokens cannot hold an example of 32: "
+                     "raise PACKED_INPUT_LENGTH or lower INPUT_LENGTH (the per-example cut)")
+  assert not (tmp_path / "run").exists()
