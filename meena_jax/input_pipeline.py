@@ -32,16 +32,10 @@ def host_batches(task: seqio.Task, split: str, global_batch_size: int, input_len
   feeds, so the global batches depend on ``input_shards`` and not on how many processes read
   them: a one-process run with ``input_shards=2`` sees what two processes see.
   """
-  processes, index = jax.process_count(), jax.process_index()
-  shards = input_shards or processes
-  if shards % processes:
-    raise ValueError(f"input_shards={shards} does not divide over {processes} processes")
-  if global_batch_size % shards:
-    raise ValueError(f"batch size {global_batch_size} does not divide over {shards} input "
-                     f"shards ({processes} processes)")
+  own = _shards_of_this_process(global_batch_size, input_shards)
+  shards = input_shards or jax.process_count()
   lengths = {"inputs": input_length, "targets": target_length}
-  per_process = shards // processes
-  if per_process > 1 and not repeat:
+  if len(own) > 1 and not repeat:
     raise ValueError("several input shards per process need repeat=True (training input)")
 
   def shard_batches(shard: int):
@@ -53,8 +47,8 @@ def host_batches(task: seqio.Task, split: str, global_batch_size: int, input_len
     dataset = dataset.batch(global_batch_size // shards, drop_remainder=repeat)
     return dataset.as_numpy_iterator()
 
-  iterators = [shard_batches(s) for s in range(index * per_process, (index + 1) * per_process)]
-  batches = iterators[0] if per_process == 1 else (
+  iterators = [shard_batches(s) for s in own]
+  batches = iterators[0] if len(own) == 1 else (
       {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
       for parts in zip(*iterators))
   return itertools.islice(batches, skip_batches, None)
