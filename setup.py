@@ -13,6 +13,7 @@ setup(
     packages=["meena_jax", "meena_jax.posttrain", "meena_jax.safety", "meena_jax.ssa",
               "meena_tasks"],
     package_dir={"meena_jax": "meena_jax", "meena_tasks": "tasks"},
+    package_data={"meena_tasks": ["reddit2015_checksums.tsv"]},  # reddit2015's pinned files.
     install_requires=[
         "jax==0.10.2",  # Pinned: libtpu (the [tpu] extra) is built for one jax release.
         "flax>=0.12.8",

@@ -14,11 +14,9 @@ from typing import Iterable, Optional
 
 import tensorflow_datasets as tfds
 
-from meena_tasks import conversations, sources, vocab
+from meena_tasks import conversations, reddit_corpus, sources, vocab
 from meena_tasks.conversations import FilterStatistics, Message
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-REDDIT2015_DIR = REPO_ROOT.parent / "shared" / "data" / "reddit2015"
 DEFAULT_VOCAB_SIZES = {"chitchat": 4000}
 
 
@@ -64,13 +62,12 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         supervised_keys=None)
 
   @abc.abstractmethod
-  def _read_groups(self, stats: dict) -> dict[str, list[list[Message]]]:
+  def _read_groups(self, stats: dict, dl_manager) -> dict[str, list[list[Message]]]:
     """{split: [messages of one conversation or tree, ...]}; may fill ``stats`` per split."""
 
   def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing is downloaded: every source is local.
     stats = {}
-    groups = self._read_groups(stats)
+    groups = self._read_groups(stats, dl_manager)
     cleaned = {split: [conversations.clean_messages(g) for g in gs]
                for split, gs in groups.items()}
     occurrences = conversations.text_occurrences(
@@ -145,7 +142,7 @@ class Chitchat(_ConversationBuilder):
   """The Chit Chat Challenge conversations of the ``chitchat_dataset`` package (7,168
   human-human conversations), split 90/5/5 by a hash of the conversation id."""
 
-  def _read_groups(self, stats):
+  def _read_groups(self, stats, dl_manager):
     return chitchat_groups()
 
 
@@ -156,16 +153,76 @@ class JsonlConfig(tfds.core.BuilderConfig):
 
 
 class ConversationsJsonl(_ConversationBuilder):
-  """Conversations from JSONL files, one ``{"id", "turns": [...]}`` object a line. The
-  ``reddit2015`` config reads ``shared/data/reddit2015``; pass ``config=JsonlConfig(name=...,
-  files={"train": [...], ...})`` for any other set of files."""
-  BUILDER_CONFIGS = [JsonlConfig(name="reddit2015", files={
-      "train": [str(REDDIT2015_DIR / "train.jsonl.gz")],
-      "validation": [str(REDDIT2015_DIR / "validation.jsonl.gz")]})]
+  """Conversations from JSONL files, one ``{"id", "turns": [...]}`` object a line: pass
+  ``config=JsonlConfig(name=..., files={"train": [...], ...})``."""
 
-  def _read_groups(self, stats):
+  def _read_groups(self, stats, dl_manager):
     return jsonl_groups(self.builder_config.name, self.builder_config.files,
                         self.skip_malformed, stats)
+
+
+RAW_REDDIT2015 = ("https://github.com/leahrnh/reddit_corpus",
+                  "bedbf6671d14d5fb4fa632bfd5e502bd5a8f7573")  # (repository, commit)
+REDDIT2015_CHECKSUMS = pathlib.Path(__file__).resolve().parent / "reddit2015_checksums.tsv"
+REDDIT2015_FILES = ("train.jsonl.gz", "validation.jsonl.gz")
+
+
+class SourceUnavailableError(sources.DataError):
+  """A source can neither be downloaded nor read locally; names the setting that fixes it."""
+
+
+class Reddit2015(_ConversationBuilder):
+  """Reddit reply threads of Feb-Apr 2015 from 14 subreddits: the 260 daily files of
+  github.com/leahrnh/reddit_corpus (commit bedbf66) listed with their sizes and SHA-256 in
+  ``reddit2015_checksums.tsv``, rebuilt into conversations by ``reddit_corpus.rebuild``. With
+  ``source_dir`` (gin ``REDDIT2015_DIR``) it reads that rebuild's ``train.jsonl.gz`` and
+  ``validation.jsonl.gz`` from a local directory instead (CI's copy: ``../shared/data/reddit2015``)."""
+  _checksums_path = REDDIT2015_CHECKSUMS  # TFDS verifies every download against it.
+
+  def __init__(self, *, source_dir: Optional[str] = None, **kwargs):
+    super().__init__(**kwargs)
+    self.source_dir = pathlib.Path(source_dir).expanduser() if source_dir else None
+
+  def _read_groups(self, stats, dl_manager):
+    if self.source_dir is None:
+      return _downloaded_reddit2015(dl_manager, self._checksums_path, self._data_dir_root, stats)
+    return reddit2015_groups(self.source_dir, self.skip_malformed, stats)
+
+
+def reddit2015_groups(source_dir: pathlib.Path, skip_malformed: bool,
+                      stats: dict) -> dict[str, list[list[Message]]]:
+  """reddit2015's conversations from a local copy of the rebuild's JSONL files."""
+  missing = [f for f in REDDIT2015_FILES if not (source_dir / f).is_file()]
+  if missing:
+    raise SourceUnavailableError(
+        f"REDDIT2015_DIR={source_dir} lacks {' and '.join(missing)}; pass the directory that "
+        f"holds both (a copy of shared/data/reddit2015, or what python -m "
+        f"meena_tasks.reddit_corpus writes)")
+  return jsonl_groups("reddit2015", {f.split(".")[0]: [str(source_dir / f)]
+                                     for f in REDDIT2015_FILES}, skip_malformed, stats)
+
+
+def _downloaded_reddit2015(dl_manager, checksums_path, data_dir,
+                          stats) -> dict[str, list[list[Message]]]:
+  """The raw daily files, downloaded (or found in TFDS's manual directory) and rebuilt."""
+  urls = {info.filename: url for url, info in
+          tfds.download.checksums.load_url_infos(checksums_path).items()}
+  try:
+    paths = dl_manager.download(urls)
+  except Exception as error:  # pylint: disable=broad-except
+    # Unreachable host, HTTP error or a changed file (NonMatchingChecksumError): one line.
+    cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise SourceUnavailableError(
+        f"reddit2015: cannot download the {len(urls)} files of {RAW_REDDIT2015[0]} at commit "
+        f"{RAW_REDDIT2015[1][:7]} ({cause}); pass --gin.REDDIT2015_DIR=DIR with DIR holding "
+        f"train.jsonl.gz and validation.jsonl.gz, or put the files named in "
+        f"{checksums_path.name} into {pathlib.Path(data_dir) / 'downloads' / 'manual'}"
+    ) from None
+  conversations_by_split = reddit_corpus.rebuild(paths)
+  for split in conversations_by_split:
+    stats.setdefault(split, FilterStatistics())
+  return {split: [conversations.chain(c["id"], c["turns"]) for c in convs]
+          for split, convs in conversations_by_split.items()}
 
 
 @dataclasses.dataclass
@@ -177,13 +234,24 @@ class PushshiftConfig(tfds.core.BuilderConfig):
 
 class PushshiftReddit(_ConversationBuilder):
   """Reddit comment trees rebuilt from Pushshift monthly dumps; every reply with its ancestors
-  becomes an example. Trees are split 90/5/5 by a hash of their submission id."""
+  becomes an example. Trees are split 90/5/5 by a hash of their submission id. The dumps come
+  from a config (``PushshiftConfig``) or, for the ``default`` config the trainer reads, from
+  ``comment_files`` / ``submission_files`` (``python -m meena_tasks.prepare`` passes them)."""
   BUILDER_CONFIGS = [PushshiftConfig(name="default")]
 
-  def _read_groups(self, stats):
+  def __init__(self, *, comment_files=(), submission_files=(), **kwargs):
+    super().__init__(**kwargs)
+    self.comment_files = tuple(comment_files) or self.builder_config.comment_files
+    self.submission_files = tuple(submission_files) or self.builder_config.submission_files
+
+  def _read_groups(self, stats, dl_manager):
+    if not self.comment_files:
+      raise SourceUnavailableError(
+          f"pushshift_reddit is not prepared in {self._data_dir_root} and no comment files "
+          f"were given; prepare it first: python -m meena_tasks.prepare pushshift_reddit "
+          f"--data_dir {self._data_dir_root} --comment_files RC_YYYY-MM.zst ...")
     read_stats = FilterStatistics()
-    trees = sources.pushshift_trees(self.builder_config.comment_files,
-                                    self.builder_config.submission_files,
+    trees = sources.pushshift_trees(self.comment_files, self.submission_files,
                                     self.skip_malformed, read_stats)
     groups = {split: [] for split, _ in sources.SPLIT_FRACTIONS}
     for root_id, messages in sorted(trees.items()):
@@ -195,7 +263,7 @@ class PushshiftReddit(_ConversationBuilder):
     return groups
 
 
-class NoExamplesError(ValueError):
+class NoExamplesError(sources.DataError):
   """A source gave no (context, response) example; the message carries the filter counts."""
 
 
@@ -219,9 +287,10 @@ def cleaned_texts(groups: Iterable[list[Message]]) -> Iterable[str]:
         yield m.text
 
 
-# The vocabulary command line's sources: each returns its cleaned train-split texts.
+# The vocabulary command line's sources: each returns its cleaned train-split texts
+# (reddit2015's from a local copy: its download belongs to the builder).
 TRAIN_TEXTS = {
-    "chitchat": lambda: cleaned_texts(chitchat_groups()["train"]),
-    "reddit2015": lambda: cleaned_texts(jsonl_groups(
-        "reddit2015", ConversationsJsonl.BUILDER_CONFIGS[0].files, False, {})["train"]),
+    "chitchat": lambda source_dir: cleaned_texts(chitchat_groups()["train"]),
+    "reddit2015": lambda source_dir: cleaned_texts(reddit2015_groups(
+        pathlib.Path(source_dir), False, {})["train"]),
 }

@@ -3,13 +3,15 @@
   task = meena_tasks.get_task("chitchat", data_dir="~/tensorflow_datasets")
   ds = task.get_dataset({"inputs": 128, "targets": 128}, split="train", shuffle=True, seed=0)
 
-``get_task`` prepares the TFDS builder (and so its vocabulary) on first use, then (re)registers
-the task over that data directory. Each example: context turns joined with the ``<turn>`` piece -> ``inputs`` (the most
+``get_task`` prepares the TFDS builder (and so its vocabulary) on first use, saying so, then
+(re)registers the task over that data directory; ``python -m meena_tasks.prepare`` prepares
+ahead. Each example: context turns joined with the ``<turn>`` piece -> ``inputs`` (the most
 recent ``inputs`` tokens kept, no EOS); response -> ``targets`` (trimmed, EOS appended).
 ``seqio.EncDecFeatureConverter`` then packs training batches or pads eval batches.
 """
 import functools
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -26,7 +28,7 @@ from meena_tasks import builders, sources, vocab
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 SOURCES = {  # Task name -> its TFDS builder; keyword arguments reach the builder.
     "chitchat": builders.Chitchat,
-    "reddit2015": functools.partial(builders.ConversationsJsonl, config="reddit2015"),
+    "reddit2015": builders.Reddit2015,  # source_dir=: a local copy instead of the download.
     # Needs config=builders.PushshiftConfig(name=..., comment_files=(...), ...).
     "pushshift_reddit": builders.PushshiftReddit,
 }
@@ -97,16 +99,24 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
     raise
 
 
-class DataDirError(ValueError):
+class DataDirError(sources.DataError):
   """The data directory cannot hold a task that must still be prepared; names the path."""
 
 
-def _register(name: str, builder) -> seqio.Task:
-  """Prepares ``builder`` (a no-op once done; trains the vocabulary if missing) and
-  (re)registers task ``name`` over it."""
-  if not builder.is_prepared():
-    _check_writable(pathlib.Path(builder.data_dir_root), name)
+def prepare(builder, name: str):
+  """Downloads and prepares ``builder``'s data (and trains its vocabulary if missing), saying so:
+  a run that finds its task unprepared does this once (``python -m meena_tasks.prepare`` does
+  it ahead)."""
+  _check_writable(pathlib.Path(builder.data_dir_root), name)
+  logging.info("preparing task %s under %s (first use; python -m meena_tasks.prepare %s does "
+               "this ahead of a run)", name, builder.data_dir_root, name)
   builder.download_and_prepare()
+
+
+def _register(name: str, builder) -> seqio.Task:
+  """(Re)registers task ``name`` over ``builder``, preparing it first if needed."""
+  if not builder.is_prepared():
+    prepare(builder, name)
   if name in seqio.TaskRegistry.names():  # Registered before, maybe over another data_dir.
     seqio.TaskRegistry.remove(name)
   vocabulary = seqio.SentencePieceVocabulary(str(builder.vocab_file))

@@ -19,7 +19,12 @@ from meena_tasks.conversations import FilterStatistics, Message, chain
 SPLIT_FRACTIONS = (("train", 0.90), ("validation", 0.05), ("test", 0.05))
 
 
-class MalformedInputError(ValueError):
+class DataError(ValueError):
+  """Data a run cannot use, said in one line that names the file or setting to fix; the
+  command lines print that line instead of a traceback."""
+
+
+class MalformedInputError(DataError):
   """A record that cannot be read; the message names the file and line or byte offset."""
 
 

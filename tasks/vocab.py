@@ -1,6 +1,7 @@
 """SentencePiece BPE vocabularies trained from a source's train split.
 
-  python -m meena_tasks.vocab --source=reddit2015 --vocab_size=8000 --output=/tmp/reddit2015
+  python -m meena_tasks.vocab --source=reddit2015 --source_dir=../shared/data/reddit2015 \
+      --vocab_size=8000 --output=/tmp/reddit2015
 
 Ids follow SeqIO: 0 padding, 1 EOS, 2 unknown; byte fallback is on, so any text round-trips;
 the turn separator ``TURN_SEPARATOR`` is a user-defined piece (one id, never split). Training is
@@ -59,11 +60,14 @@ def main(argv=None):
   from meena_tasks import builders  # Reads the sources; only the command line needs it.
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--source", required=True, choices=sorted(builders.TRAIN_TEXTS))
+  parser.add_argument("--source_dir", help="reddit2015: the directory holding train.jsonl.gz")
   parser.add_argument("--vocab_size", type=int, default=8000)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--output", required=True, help="model path prefix (writes .model)")
   args = parser.parse_args(argv)
-  path = train(builders.TRAIN_TEXTS[args.source](), f"{args.output}.model", args.vocab_size,
+  if args.source == "reddit2015" and not args.source_dir:
+    parser.error("--source=reddit2015 reads a local copy: pass --source_dir")
+  path = train(builders.TRAIN_TEXTS[args.source](args.source_dir), f"{args.output}.model", args.vocab_size,
                args.seed)
   print(f"wrote {path}")
 

@@ -1,6 +1,5 @@
 """The chitchat TFDS builder, its vocabulary and its SeqIO task, prepared once for this module
 (~30 s on 2 cores; pinned to one xdist worker by the group mark)."""
-import functools
 import json
 import re
 
@@ -155,20 +154,20 @@ def test_vocab_command_trains_a_source_vocabulary(tmp_path):
   assert sp.get_piece_size() == 500 and sp.eos_id() == 1
 
 
-def test_reddit_mixture_reads_both_sources_with_one_vocabulary(tmp_path, builder, monkeypatch):
+def test_reddit_mixture_reads_both_sources_with_one_vocabulary(tmp_path, builder):
   from tests.test_sources import PUSHSHIFT_COMMENTS, write_jsonl, write_zst
   turns = ["Which team do you think wins the cup this year?",
            "Honestly I think the underdogs have a real shot",
            "Their defence has been great all season long"]
-  files = {split: [str(write_jsonl(tmp_path / f"{split}.jsonl", [
-      json.dumps({"id": f"{split}/{i}", "turns": turns}) for i in range(3)]))]
-           for split in ("train", "validation")}
-  monkeypatch.setitem(seqio_tasks.SOURCES, "reddit2015", functools.partial(
-      builders.ConversationsJsonl, config=builders.JsonlConfig(name="mini", files=files)))
+  local_copy = tmp_path / "reddit2015"  # What REDDIT2015_DIR names instead of the download.
+  local_copy.mkdir()
+  for split in ("train", "validation"):
+    write_jsonl(local_copy / f"{split}.jsonl.gz", [
+        json.dumps({"id": f"{split}/{i}", "turns": turns}) for i in range(3)], compress=True)
   comments = write_zst(tmp_path / "RC_2015-01.zst", PUSHSHIFT_COMMENTS)
   mixture = seqio_tasks.get_reddit_mixture(
       builders.PushshiftConfig(name="mixture_fixture", comment_files=(str(comments),)),
-      str(tmp_path / "tfds"), vocab_file=str(builder.vocab_file))
+      str(tmp_path / "tfds"), vocab_file=str(builder.vocab_file), source_dir=str(local_copy))
   assert sorted(t.name for t in mixture.tasks) == ["pushshift_reddit", "reddit2015"]
   vocabularies = {t.output_features["targets"].vocabulary.sentencepiece_model_file
                   for t in mixture.tasks}
