@@ -39,11 +39,11 @@ DEMO_STEPS ?= 300
 DEMO_RUN := --gin_file=gin/runs/et_tiny_chitchat.gin
 
 demo: $(STAMP)
-	$(PY) -m meena_jax.summary --gin_file=gin/models/meena_et_2.6b.gin
-	$(PY) -m meena_jax.train $(DEMO_RUN) --gin.MODEL_DIR=$(DEMO_DIR) \
+	$(PY) -m meena_jax summary --gin_file=gin/models/meena_et_2.6b.gin
+	$(PY) -m meena_jax train $(DEMO_RUN) --gin.MODEL_DIR=$(DEMO_DIR) \
 	    --gin.TRAIN_STEPS=$(DEMO_STEPS) --gin.EVAL_EVERY=0
-	$(PY) -m meena_jax.eval $(DEMO_RUN) --gin.CHECKPOINT=$(DEMO_DIR) --unigram
-	$(PY) -m meena_jax.curves $(DEMO_DIR)
-	$(PY) -m meena_jax.chat $(DEMO_RUN) --gin_file=gin/decoding/chat.gin \
+	$(PY) -m meena_jax eval $(DEMO_RUN) --gin.CHECKPOINT=$(DEMO_DIR) --unigram
+	$(PY) -m meena_jax curves $(DEMO_DIR)
+	$(PY) -m meena_jax chat $(DEMO_RUN) --gin_file=gin/decoding/chat.gin \
 	    --gin.CHECKPOINT=$(DEMO_DIR) --prompt "Hi!" --prompt "What do you do for fun?" \
 	    --prompt "I just got back from a trip to Japan."

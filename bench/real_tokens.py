@@ -4,7 +4,7 @@
   python bench/real_tokens.py --run gin/runs/et_tiny_chitchat.gin --repo /tmp/before \\
       --label before --jsonl bench/results/2026-12-03-packing.jsonl
 
-Runs ``python -m meena_jax.train`` of ``--repo`` (default: this checkout; another checkout
+Runs ``python -m meena_jax train`` of ``--repo`` (default: this checkout; another checkout
 measures an earlier input path with the same command) for ``--steps`` steps in a fresh
 MODEL_DIR, then reads its ``metrics.jsonl``: ``tokens_per_s`` there counts the loss-weighted
 (real) target tokens over wall time, input included. The first ``--skip`` log windows

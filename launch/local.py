@@ -1,7 +1,7 @@
 """Rehearse a multi-host (pod) run on one machine: N processes x M fake CPU devices.
 
   python launch/local.py --processes 2 --devices 2 -- \\
-      python -m meena_jax.train --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=/tmp/r
+      python -m meena_jax train --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=/tmp/r
 
 Every process runs the same command plus ``--coordinator_address=127.0.0.1:PORT
 --num_processes=N --process_id=I`` (what ``jax.distributed.initialize`` needs; on a TPU pod

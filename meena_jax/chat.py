@@ -1,6 +1,6 @@
 """Talk to a trained model: interactive chat, batch JSONL, a JSON-lines server on stdio, prompts.
 
-  python -m meena_jax.chat --gin_file=gin/runs/et_tiny_chitchat.gin \
+  python -m meena_jax chat --gin_file=gin/runs/et_tiny_chitchat.gin \
       --gin_file=gin/decoding/chat.gin --gin.CHECKPOINT=runs/demo          # interactive
   ... --input contexts.jsonl --output responses.jsonl                      # batch, progress bar
   ... --stdio            # {"context": ["turn", ...]} per stdin line -> {"response": "..."}
@@ -10,7 +10,6 @@ Contexts are turns joined with ``<turn>`` and cut to their most recent tokens by
 task's own preprocessors (``meena_tasks.seqio_tasks``), so the model reads what it was trained
 on. Answers come from ``decoding.py``; sample-and-rank answers pass the repetition filter.
 """
-import argparse
 import dataclasses
 import json
 import os
@@ -134,7 +133,7 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
   """A ``Responder`` over ``checkpoint``'s parameters (a run directory or one of its
   ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s.
   The parameters and the searches live on a ``(mesh_data, mesh_model)`` mesh of this host's
-  devices (``python -m meena_jax.compile`` compiles exactly this sampler for a TPU host)."""
+  devices (``python -m meena_jax compile`` compiles exactly this sampler for a TPU host)."""
   import seqio  # pylint: disable=import-outside-toplevel
   from meena_jax import checkpoints  # pylint: disable=import-outside-toplevel
   if vocab_file:
@@ -282,51 +281,6 @@ def compare_prompts(responder: Responder, prompts: Sequence[str], out: TextIO):
   out.flush()
 
 
-def main(argv=None):
-  """Parses gin flags and the mode, loads the checkpoint, and talks."""
-  from meena_jax import checkpoints, cli  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--input", help="JSONL of {\"context\": [...]} to answer in batches")
-  parser.add_argument("--output", help="where --input's answers go (JSONL)")
-  parser.add_argument("--stdio", action="store_true", help="JSON lines on stdin -> stdout")
-  parser.add_argument("--prompt", action="append", default=[],
-                      help="answer this one-turn prompt with both searches (repeatable)")
-  parser.add_argument("--mode", choices=MODES, default="sample", help="search to start with")
-  cli.register_decoding()
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  if bool(args.input) != bool(args.output):
-    raise SystemExit("--input and --output go together")
-  if cli._value("load_responder.checkpoint") is None:  # pylint: disable=protected-access
-    raise SystemExit("load_responder.checkpoint (the CHECKPOINT macro) is required: pass "
-                     "--gin.CHECKPOINT=/path/to/MODEL_DIR")
-  try:
-    responder = gin_responder()
-  except checkpoints.CheckpointMismatchError as error:
-    raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
-  except checkpoints.UnreadableCheckpointError as error:
-    raise SystemExit(f"error: {error}") from None
-  except FileNotFoundError as error:
-    raise SystemExit(str(error)) from None
-  try:
-    if args.prompt:
-      compare_prompts(responder, args.prompt, sys.stdout)
-    elif args.input:
-      count = answer_file(responder, args.input, args.output, args.mode)
-      print(f"wrote {count} responses to {args.output}", file=sys.stderr)
-    elif args.stdio:
-      serve_stdio(responder, sys.stdin.buffer, sys.stdout, args.mode)
-    else:
-      interactive(responder, sys.stdin.buffer, sys.stdout, args.mode)
-  except BadLine as error:
-    raise SystemExit(str(error)) from None
-  except KeyboardInterrupt:
-    print(file=sys.stderr)
-
-
-def gin_responder() -> Responder:
-  import gin  # pylint: disable=import-outside-toplevel
-  return gin.get_configurable("load_responder")()
-
-
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # python -m meena_jax chat: an alias of the edge.
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["chat", *sys.argv[1:]])

@@ -1,9 +1,10 @@
-"""The command-line edge: ``--gin_file``/``--gin.KEY=VALUE`` flags in, configured objects out.
+"""The gin edge: ``--gin_file``/``--gin.KEY=VALUE`` flags in, configured objects out.
 
-Only command-line modules import this (and gin). Library code takes plain arguments, so tests
-call it without gin. Flags follow T5X:
+Every gin registration is here; only the commands (``commands.py`` and the ``__main__`` modules
+of posttrain, safety and ssa) import this. Library code takes plain arguments, so tests call it
+without gin. Flags follow T5X:
 
-  python -m meena_jax.summary --gin_file=gin/models/et_tiny.gin --gin.ModelConfig.d_model=128
+  python -m meena_jax summary --gin_file=gin/models/et_tiny.gin --gin.ModelConfig.d_model=128
 
 A ``--gin.KEY=VALUE`` whose value is not a gin literal (``/tmp/run``) is taken as a string, so
 paths need no extra quotes. Gin files are looked up relative to the working directory, then the
@@ -87,6 +88,21 @@ def register_decoding():
     gin.external_configurable(chat.load_responder, name="load_responder")
 
 
+def register_posttrain():
+  """The post-training configurables (SFT steps, RM, DPO, PPO, policy evaluation) and the
+  training ones they build on; the safety suite's RM judge parses the same gin files."""
+  from meena_jax.posttrain import commands, ppo  # pylint: disable=import-outside-toplevel
+  register_training()
+  if not _registered("train_reward_model"):
+    gin.external_configurable(commands.sft_steps, name="sft_steps")
+    gin.external_configurable(commands.train_reward_model, name="train_reward_model")
+    gin.external_configurable(commands.evaluate_reward_model, name="evaluate_reward_model")
+    gin.external_configurable(commands.train_dpo, name="train_dpo")
+    gin.external_configurable(commands.train_ppo, name="train_ppo")
+    gin.external_configurable(commands.evaluate_policies, name="evaluate_policies")
+    gin.external_configurable(ppo.PPOConfig, name="PPOConfig")
+
+
 def _registered(name: str) -> bool:
   try:
     gin.get_configurable(name)
@@ -160,12 +176,12 @@ def configured_train():
   fresh = not pathlib.Path(model_dir).expanduser().exists()
   model_dir = writable_directory(model_dir, "MODEL_DIR")
   (model_dir / "config.gin").write_text(gin.config_str())
-  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+  from meena_tasks import sources  # pylint: disable=import-outside-toplevel
 
   from meena_jax import input_pipeline, token_store  # pylint: disable=import-outside-toplevel
   try:
     records = gin.get_configurable("train")()
-  except (seqio_tasks.DataDirError, token_store.CacheDirError,
+  except (sources.DataError, token_store.CacheDirError,
           input_pipeline.InputConfigError) as error:
     if fresh:
       shutil.rmtree(model_dir, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Compile a run's real programs for a TPU slice on this machine, and report what they cost.
 
-  python -m meena_jax.compile --gin_file=gin/runs/meena_2.6b_pod.gin --accelerator_type=v3-2048
-  python -m meena_jax.compile --gin_file=gin/runs/et_tiny_chitchat.gin --accelerator_type=v4-8 \\
+  python -m meena_jax compile --gin_file=gin/runs/meena_2.6b_pod.gin --accelerator_type=v3-2048
+  python -m meena_jax compile --gin_file=gin/runs/et_tiny_chitchat.gin --accelerator_type=v4-8 \\
       --gin.MESH_MODEL=4 --programs=train,eval,sample --json=compile.jsonl --hlo_dir=/tmp/hlo
 
 It takes exactly the gin files and overrides ``meena_jax.train`` takes, plus the slice as the
@@ -14,9 +14,7 @@ FLOPs, the compiler's predicted step time (``optimal_seconds``) with tokens/s, d
 TRAIN_STEPS and MFU, collectives by kind and mesh axis, and where the estimated cycles go. All
 figures are the compiler's predictions, not measurements on hardware.
 """
-import argparse
 import contextlib
-import dataclasses
 import functools
 import logging
 import pathlib
@@ -27,7 +25,7 @@ from typing import Callable, Optional, Sequence
 
 import jax
 
-from meena_jax import decoding, hlo_analysis, partitioning, records, slices
+from meena_jax import decoding, hlo_analysis, partitioning, slices
 from meena_jax import state as state_lib
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 
@@ -246,57 +244,6 @@ def format_report(report: dict, train_steps: Optional[int] = None) -> str:
   return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------------------------
-# The command line.
-
-
-def main(argv=None):
-  from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  cli.configure_logging(logging.WARNING)
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--accelerator_type", required=True,
-                      help="the slice: v3-8 ... v3-2048, v4-N, v5p-N, v5litepod-N (v5e-N)")
-  parser.add_argument("--topology", help="the chip grid, when the type does not imply one "
-                                         "(e.g. v4:2x2x3)")
-  parser.add_argument("--programs", default=",".join(PROGRAMS),
-                      help=f"comma-separated subset of {','.join(PROGRAMS)}")
-  parser.add_argument("--json", help="append the bench record (peer-bench/v1) to this file")
-  parser.add_argument("--hlo_dir", help="write each program's optimised HLO text here")
-  cli.register_decoding()
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  programs = [p for p in args.programs.split(",") if p]
-  unknown = sorted(set(programs) - set(PROGRAMS))
-  if unknown:
-    raise SystemExit(f"--programs={args.programs}: unknown {unknown}; choose from {PROGRAMS}")
-  try:
-    slice_ = slices.parse_accelerator(args.accelerator_type)
-    devices = slices.topology_devices(slice_, args.topology)
-    settings = {**cli.bound_arguments("train", TRAIN_SETTINGS),
-                "model_config": cli.model_config()}
-    missing = [k for k in ("batch_size", "input_length", "target_length", "train_steps")
-               if k not in settings]
-    if missing:
-      raise ValueError(f"the gin config binds no train.{missing[0]}: give a run file "
-                       f"(gin/runs/...) as for meena_jax.train")
-    chat = cli.bound_arguments("load_responder", CHAT_SETTINGS)
-    report = compile_run(settings, slice_, devices=devices, programs=programs,
-                         decoding_config=cli.configured("DecodingConfig"),
-                         chat=chat, hlo_dir=args.hlo_dir,
-                         progress=lambda line: print(line, file=sys.stderr, flush=True))
-  except (ValueError, RuntimeError) as error:
-    raise SystemExit(f"error: {error}") from None
-  print(format_report(report, settings["train_steps"]))
-  config = {"accelerator_type": slice_.accelerator_type, "gin_files": args.gin_file,
-            "overrides": [a for a in (argv or sys.argv[1:]) if a.startswith("--gin.")],
-            "programs": programs,
-            "model": dataclasses.asdict(settings["model_config"]),
-            **{k: v for k, v in settings.items() if k != "model_config"}}
-  label = f"{slice_.accelerator_type}"
-  records.emit("compile", label, config, report, args.json, echo=False)
-  if args.json:
-    print(f"appended the record to {args.json}")
-
-
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # python -m meena_jax compile: an alias of the edge.
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["compile", *sys.argv[1:]])

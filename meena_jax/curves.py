@@ -1,7 +1,7 @@
 """Loss and perplexity curves from runs' ``metrics.jsonl``, as PNG.
 
-  python -m meena_jax.curves runs/demo                      # -> runs/demo/curves.png
-  python -m meena_jax.curves runs/sweep/* --output sweep.png
+  python -m meena_jax curves runs/demo                      # -> runs/demo/curves.png
+  python -m meena_jax curves runs/sweep/* --output sweep.png
 
 One figure, two panels: train loss (token-weighted, per log window) and eval perplexity, one
 line per run. A restarted run logs some steps twice; the last record of a step wins.

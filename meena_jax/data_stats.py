@@ -1,7 +1,7 @@
 """How a task's examples fill packed training rows: the numbers behind a task file's lengths.
 
-  python -m meena_jax.data_stats --gin_file=gin/runs/et_tiny_reddit2015.gin
-  python -m meena_jax.data_stats --gin_file=gin/runs/et_tiny_chitchat.gin --split validation \\
+  python -m meena_jax data_stats --gin_file=gin/runs/et_tiny_reddit2015.gin
+  python -m meena_jax data_stats --gin_file=gin/runs/et_tiny_chitchat.gin --split validation \\
       --rows=128/128,384/128,512/128 --json=stats.json
 
 Reads the run's task (``train.task``) as the trainer does. Prints the length distribution of
@@ -10,14 +10,12 @@ contexts and responses before the cut, the share the per-example cut (``INPUT_LE
 ``PACKED_*_LENGTH``) the real-token fill of inputs and targets and the examples per row that
 the trainer's first-fit packer achieves over ``--batches`` batches of ``BATCH_SIZE`` rows.
 """
-import argparse
-import json
 import sys
 
 import numpy as np
 import tqdm
 
-from meena_jax import cli, input_pipeline, token_store
+from meena_jax import input_pipeline, token_store
 
 PERCENTILES = (50, 90, 99)
 
@@ -58,55 +56,16 @@ def report(lengths: dict, cut: dict, fills: dict) -> str:
   return "\n".join(lines)
 
 
-def _rows(text: str) -> list:
+def parse_rows(text: str) -> list:
+  """``"512/128,224/128"`` -> ``[{"inputs": 512, "targets": 128}, ...]``."""
   try:
     return [dict(zip(token_store.FEATURES, map(int, part.split("/"))))
             for part in text.split(",")]
   except ValueError:
-    raise SystemExit(f"--rows={text}: expected INPUTS/TARGETS[,INPUTS/TARGETS...], e.g. "
-                     f"512/128,224/128") from None
-
-
-def main(argv=None):
-  cli.configure_logging()
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--rows", help="packed row shapes INPUTS/TARGETS,... (default: the run's "
-                                     "PACKED_INPUT_LENGTH/PACKED_TARGET_LENGTH)")
-  parser.add_argument("--batches", type=int, default=50, help="batches packed per row shape")
-  parser.add_argument("--json", help="also write the figures to this file")
-  cli.register_training()
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  settings = cli.bound_arguments("train", ("input_length", "target_length", "batch_size",
-                                           "packed_input_length", "packed_target_length",
-                                           "packing_bins", "data_cache_dir"))
-  cut = {"inputs": settings["input_length"], "targets": settings["target_length"]}
-  rows = _rows(args.rows) if args.rows else [{
-      "inputs": settings.get("packed_input_length", cut["inputs"]),
-      "targets": settings.get("packed_target_length", cut["targets"])}]
-  task = cli.configured("get_task")
-  lengths = length_distribution(task, args.split)
-  sources = token_store.tokenized_sources(task, args.split, cut,
-                                          settings.get("data_cache_dir") or "~/tensorflow_datasets")
-  fills = {}
-  for shape in rows:
-    try:
-      fills[f"{shape['inputs']}/{shape['targets']}"] = packing_fill(
-          sources, shape, settings.get("batch_size", 16), args.batches,
-          settings.get("packing_bins", 64))
-    except ValueError as error:
-      raise SystemExit(f"--rows: {error}") from None
-  print(f"{task.name}/{args.split}: per-example cut {cut['inputs']}/{cut['targets']}, "
-        f"{settings.get('batch_size', 16)} rows a batch")
-  print(report(lengths, cut, fills))
-  if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump({"task": task.name, "split": args.split, "cut": cut, "fill": fills,
-                 "lengths": {k: {"mean": float(v.mean()), "max": int(v.max()),
-                                 "truncated": float(np.mean(v > cut[k])),
-                                 **{f"p{p}": float(np.percentile(v, p)) for p in PERCENTILES}}
-                             for k, v in lengths.items()}}, f, indent=1)
+    raise ValueError("expected INPUTS/TARGETS[,INPUTS/TARGETS...], e.g. 512/128,224/128"
+                     ) from None
 
 
 if __name__ == "__main__":
-  main()
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["data_stats", *sys.argv[1:]])

@@ -1,7 +1,7 @@
 """Perplexity of a checkpoint on a task's split or on any conversation JSONL file.
 
-  python -m meena_jax.eval --gin_file=gin/runs/et_tiny_chitchat.gin --gin.CHECKPOINT=runs/demo
-  python -m meena_jax.eval --gin_file=gin/runs/et_tiny_reddit2015.gin \
+  python -m meena_jax eval --gin_file=gin/runs/et_tiny_chitchat.gin --gin.CHECKPOINT=runs/demo
+  python -m meena_jax eval --gin_file=gin/runs/et_tiny_reddit2015.gin \
       --gin.CHECKPOINT=runs/r15 --jsonl=my_conversations.jsonl --output=result.json
 
 Every example counts once: batches are unpacked, the last one is padded with zero-weight rows,
@@ -10,7 +10,6 @@ trainer's ``eval_every`` calls the same ``evaluate``). Word perplexity divides t
 the number of words (whitespace-separated, after detokenising each trimmed target) plus one end
 of turn per example, so models with different vocabularies compare.
 """
-import argparse
 import json
 import logging
 import math
@@ -164,37 +163,6 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
   return result
 
 
-def main(argv=None):
-  """Parses gin flags and ``--jsonl``/``--split``/``--output``, evaluates, prints the result."""
-  from meena_jax import cli  # gin stays at the edge.
-  cli.configure_logging()
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--jsonl", help="evaluate on this conversation JSONL file instead")
-  parser.add_argument("--split", help="the task's split (default: evaluate_checkpoint.split)")
-  parser.add_argument("--output", help="where the JSON result goes")
-  parser.add_argument("--unigram", action="store_true",
-                      help="also report the training split's unigram-model perplexity")
-  cli.register_training()
-  from meena_tasks import builders, seqio_tasks, sources  # pylint: disable=import-outside-toplevel
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  overrides = {k: v for k, v in (("jsonl", args.jsonl), ("split", args.split),
-                                 ("output", args.output), ("unigram", args.unigram)) if v}
-  try:
-    result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
-                            **overrides)
-  except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError,
-          FileNotFoundError, sources.MalformedInputError, builders.NoExamplesError,
-          seqio_tasks.DataDirError) as error:
-    raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
-  print(json.dumps(result, indent=2))
-  line = (f"{result['task']} {result['split']}: perplexity {result['perplexity']:.2f} "
-          f"({result['target_tokens']} target tokens of {result['examples']} examples), "
-          f"word perplexity {result['word_perplexity']:.2f}")
-  if "unigram_perplexity" in result:
-    line += f"; the unigram model of the training targets: {result['unigram_perplexity']:.2f}"
-  print(line)
-
-
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # python -m meena_jax eval: an alias of the edge.
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["eval", *sys.argv[1:]])

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import seqio
 
-from meena_jax import partitioning, token_store
+from meena_jax import partitioning
 
 
 def host_batches(task: seqio.Task, split: str, global_batch_size: int, input_length: int,

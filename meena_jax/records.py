@@ -1,7 +1,7 @@
 """Bench records: one JSON object per line in the ``peer-bench/v1`` schema that
 ``../shared/bench/peers/`` prints, with ``peer`` = meena_jax, so one table shows both.
 
-``bench/`` scripts and ``python -m meena_jax.compile`` emit through ``emit``.
+``bench/`` scripts and ``python -m meena_jax compile`` emit through ``emit``.
 """
 import datetime
 import json

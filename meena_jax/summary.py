@@ -1,12 +1,11 @@
 """What a gin model file builds: its parameter table (from shapes alone) and a forward pass.
 
-  python -m meena_jax.summary --gin_file=gin/models/meena_et_2.6b.gin
-  python -m meena_jax.summary --gin_file=gin/models/et_tiny.gin --forward
+  python -m meena_jax summary --gin_file=gin/models/meena_et_2.6b.gin
+  python -m meena_jax summary --gin_file=gin/models/et_tiny.gin --forward
 
 The table comes from ``jax.eval_shape`` of the real init, so the 2.6B model is "built" without
 allocating a byte of it; ``--forward`` initialises real weights and runs one loss on random tokens.
 """
-import argparse
 import re
 import sys
 import time
@@ -16,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from meena_jax import cli, state
+from meena_jax import state
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn
 
@@ -72,19 +71,6 @@ def forward_check(cfg: ModelConfig, batch_size: int = 2, length: int = 32, seed:
   return loss, time.perf_counter() - start
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--forward", action="store_true",
-                      help="also initialise real weights and run one forward pass")
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  cfg = cli.model_config()
-  print(format_parameter_table(cfg))
-  if args.forward:
-    loss, seconds = forward_check(cfg)
-    print(f"forward pass on random tokens (batch 2, length 32): loss {loss:.3f} "
-          f"(uniform guess: ln(vocab) = {np.log(cfg.vocab_size):.3f}), {seconds:.2f}s "
-          f"including compilation")
-
-
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # python -m meena_jax summary: an alias of the edge.
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["summary", *sys.argv[1:]])

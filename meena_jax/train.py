@@ -1,11 +1,10 @@
 """The main job: train a Meena model on a SeqIO task, checkpointing and logging as it goes.
 
-  python -m meena_jax.train --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=/tmp/run
+  python -m meena_jax train --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=/tmp/run
 
 ``train()`` takes plain keyword arguments (tests call it directly); gin binds them only in
 ``main``. The file reads in the order the run happens: mesh, data, state, restore, loop.
 """
-import argparse
 import dataclasses
 import json
 import logging
@@ -183,7 +182,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
     compiled = run.train_step.lower(run.state, run.train_batch, run.key).compile()
     flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
 
-    # --- Evaluation: the same `evaluate` as `python -m meena_jax.eval`, batches read once.
+    # --- Evaluation: the same `evaluate` as `python -m meena_jax eval`, batches read once.
     if eval_every:
       score_fn = run.score
       eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
@@ -275,21 +274,6 @@ def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
   return record
 
 
-def main(argv=None):
-  """Parses gin flags, writes the operative config to MODEL_DIR, and trains."""
-  from meena_jax import cli  # gin stays at the edge.
-  cli.configure_logging()
-  parser = argparse.ArgumentParser(description=__doc__)
-  cli.add_distributed_flags(parser)
-  cli.register_training()
-  args = cli.parse_args(sys.argv[1:] if argv is None else argv, __doc__, parser)
-  cli.initialize_distributed(args)
-  records = cli.configured_train()
-  train_records = [r for r in records if "loss" in r]
-  if train_records and jax.process_index() == 0:
-    last = train_records[-1]
-    print(f"step {last['step']}: loss {last['loss']:.3f}, perplexity {last['perplexity']:.1f}")
-
-
-if __name__ == "__main__":
-  main()
+if __name__ == "__main__":  # python -m meena_jax train: an alias of the edge.
+  from meena_jax import commands  # pylint: disable=import-outside-toplevel
+  commands.main(["train", *sys.argv[1:]])

@@ -9,7 +9,7 @@ import jax
 import pytest
 import seqio
 
-from meena_jax import chat, decoding
+from meena_jax import chat, commands, decoding
 from meena_jax.model import Seq2Seq
 from meena_tasks import vocab
 from tests.conftest import TINY, init_params
@@ -157,16 +157,16 @@ def test_main_loads_the_gin_model_and_names_a_mismatched_parameter(vocab_file, t
       "load_responder.batch_size = 2", "load_responder.context_length = 16"]))
   try:
     gin.clear_config()
-    chat.main([f"--gin_file={gin_file}", f"--gin.CHECKPOINT={tmp_path / 'run'}",
+    commands.chat([f"--gin_file={gin_file}", f"--gin.CHECKPOINT={tmp_path / 'run'}",
                "--prompt", "hello there"])
     assert capsys.readouterr().out.startswith("> hello there\n  sample-and-rank: ")
     gin.clear_config()
     with pytest.raises(SystemExit, match=r"does not match the gin model: .*d_model|"
                        r"does not match the gin model: .*params\["):
-      chat.main([f"--gin_file={gin_file}", f"--gin.CHECKPOINT={tmp_path / 'run'}",
+      commands.chat([f"--gin_file={gin_file}", f"--gin.CHECKPOINT={tmp_path / 'run'}",
                  "--gin.ModelConfig.d_model=64", "--prompt", "hello"])
     gin.clear_config()
     with pytest.raises(SystemExit, match="the CHECKPOINT macro"):
-      chat.main([f"--gin_file={gin_file}", "--prompt", "hello"])
+      commands.chat([f"--gin_file={gin_file}", "--prompt", "hello"])
   finally:
     gin.clear_config()

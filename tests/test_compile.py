@@ -7,8 +7,8 @@ import sys
 import gin
 import pytest
 
+from meena_jax import commands, decoding, slices
 from meena_jax import compile as compile_lib
-from meena_jax import decoding, slices
 from meena_jax import state as state_lib
 from meena_jax.cli import REPO_ROOT
 from meena_jax.config import ModelConfig
@@ -104,7 +104,7 @@ def test_v4_8_compiles_with_its_four_megacore_devices():
 
 def test_the_command_prints_the_table_and_appends_a_peer_bench_record(tmp_path, capsys):
   record = tmp_path / "compile.jsonl"
-  compile_lib.main(["--gin_file=gin/runs/et_tiny_chitchat.gin", "--accelerator_type=v5e-8",
+  commands.compile_programs(["--gin_file=gin/runs/et_tiny_chitchat.gin", "--accelerator_type=v5e-8",
                     "--programs=eval", f"--json={record}", "--gin.BATCH_SIZE=8"])
   printed = capsys.readouterr().out
   assert "v5litepod-8: 8 devices on 1 host(s)" in printed and "eval_step" in printed
@@ -121,14 +121,14 @@ def test_the_command_prints_the_table_and_appends_a_peer_bench_record(tmp_path, 
 ])
 def test_bad_input_is_one_line_naming_the_flag(flags, message):
   with pytest.raises(SystemExit) as error:
-    compile_lib.main(["--gin_file=gin/runs/et_tiny_chitchat.gin", *flags])
+    commands.compile_programs(["--gin_file=gin/runs/et_tiny_chitchat.gin", *flags])
   assert message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_without_libtpu_the_error_names_the_install_step(monkeypatch):
   monkeypatch.setattr(slices, "libtpu_available", lambda: False)
   with pytest.raises(SystemExit, match=r"libtpu is not installed.*pip install -e '.\[tpu\]'"):
-    compile_lib.main(["--gin_file=gin/runs/et_tiny_chitchat.gin", "--accelerator_type=v3-8"])
+    commands.compile_programs(["--gin_file=gin/runs/et_tiny_chitchat.gin", "--accelerator_type=v3-8"])
 
 
 def test_the_launcher_refuses_a_run_whose_activations_overflow_hbm(capsys):

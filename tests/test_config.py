@@ -2,7 +2,7 @@
 import gin
 import pytest
 
-from meena_jax import cli, summary
+from meena_jax import cli, commands
 
 
 @pytest.fixture(autouse=True)
@@ -58,7 +58,7 @@ def test_flags_override_the_gin_file_and_bare_strings_need_no_quotes():
 
 
 def test_summary_command_builds_the_model_and_runs_a_forward_pass(capsys):
-  summary.main(["--gin_file=gin/models/et_tiny.gin", "--gin.VOCAB_SIZE=300",
+  commands.summary(["--gin_file=gin/models/et_tiny.gin", "--gin.VOCAB_SIZE=300",
                 "--gin.ModelConfig.d_model=64", "--forward"])
   out = capsys.readouterr().out
   assert "evolved seq2seq: d_model=64 heads=4" in out

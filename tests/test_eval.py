@@ -9,7 +9,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from meena_jax import checkpoints, cli, eval as evaluation
+from meena_jax import checkpoints, cli, commands, eval as evaluation
 from meena_jax.model import Seq2Seq
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY, init_params
@@ -119,7 +119,7 @@ def test_a_bad_or_empty_jsonl_is_one_line_and_leaves_nothing_behind(chitchat_dir
   monkeypatch.chdir(cli.REPO_ROOT)
   try:
     with pytest.raises(SystemExit, match=message) as error:
-      evaluation.main(["--gin_file=gin/runs/et_tiny_chitchat.gin", f"--jsonl={bad}",
+      commands.evaluate(["--gin_file=gin/runs/et_tiny_chitchat.gin", f"--jsonl={bad}",
                        f"--gin.DATA_DIR={chitchat_dir}", f"--gin.CHECKPOINT={tmp_path / 'run'}"])
   finally:
     gin.clear_config()

@@ -9,7 +9,7 @@ import pytest
 import seqio
 import tensorflow as tf
 
-from meena_jax import input_pipeline, token_store
+from meena_jax import commands, input_pipeline, token_store
 from meena_jax.model import Seq2Seq
 from meena_jax.train_step import loss_fn, model_inputs
 from tests.conftest import TINY
@@ -173,12 +173,11 @@ def test_the_store_holds_the_tasks_own_examples(chitchat_dir, tmp_path):
 
 def test_data_stats_prints_lengths_truncation_and_fill_and_names_a_bad_row_flag(
     chitchat_dir, capsys, tmp_path):
-  from meena_jax import data_stats  # pylint: disable=import-outside-toplevel
   flags = ["--gin_file=gin/runs/et_tiny_chitchat.gin", f"--gin.DATA_DIR={chitchat_dir}",
            "--gin.BATCH_SIZE=4", "--gin.INPUT_LENGTH=32", "--gin.TARGET_LENGTH=16",
            "--split=validation", "--batches=3", f"--json={tmp_path / 'stats.json'}"]
   gin.clear_config()
-  data_stats.main(flags + ["--rows=32/16,128/32"])
+  commands.data_stats(flags + ["--rows=32/16,128/32"])
   printed = capsys.readouterr().out
   assert "chitchat/validation: per-example cut 32/16, 4 rows a batch" in printed
   figures = json.loads((tmp_path / "stats.json").read_text())
@@ -189,5 +188,5 @@ def test_data_stats_prints_lengths_truncation_and_fill_and_names_a_bad_row_flag(
                         ("16/16", "--rows: a packed inputs row of 16 tokens cannot hold")):
     gin.clear_config()
     with pytest.raises(SystemExit, match=message):
-      data_stats.main(flags + [f"--rows={rows}"])
+      commands.data_stats(flags + [f"--rows={rows}"])
   gin.clear_config()

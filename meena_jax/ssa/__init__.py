@@ -1,8 +1,8 @@
 """SSA human evaluation (Meena's Sensibleness and Specificity Average): import, rate, report.
 
-  python -m meena_jax.ssa import --db ratings.sqlite responses.jsonl meena.txt
-  python -m meena_jax.ssa serve --db ratings.sqlite --port 8000
-  python -m meena_jax.ssa report --db ratings.sqlite --csv ssa.csv
+  python -m meena_jax ssa import --db ratings.sqlite responses.jsonl meena.txt
+  python -m meena_jax ssa serve --db ratings.sqlite --port 8000
+  python -m meena_jax ssa report --db ratings.sqlite --csv ssa.csv
 
 One module per job: ``importers`` (JSONL and Meena's transcript format to items), ``store``
 (the SQLite database: raters, items, assignments and labels, conversations), ``web`` (the Flask

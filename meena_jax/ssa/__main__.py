@@ -1,9 +1,9 @@
-"""``python -m meena_jax.ssa``: import items, add raters, serve the rating app, report SSA.
+"""``python -m meena_jax ssa``: import items, add raters, serve the rating app, report SSA.
 
-  python -m meena_jax.ssa import --db ratings.sqlite responses.jsonl meena.txt [--system NAME]
-  python -m meena_jax.ssa add-rater --db ratings.sqlite --name alice [--admin]
-  python -m meena_jax.ssa serve --db ratings.sqlite [--port 8000] [--model NAME=COMMAND ...]
-  python -m meena_jax.ssa report --db ratings.sqlite [--csv ssa.csv] [--labels_csv labels.csv]
+  python -m meena_jax ssa import --db ratings.sqlite responses.jsonl meena.txt [--system NAME]
+  python -m meena_jax ssa add-rater --db ratings.sqlite --name alice [--admin]
+  python -m meena_jax ssa serve --db ratings.sqlite [--port 8000] [--model NAME=COMMAND ...]
+  python -m meena_jax ssa report --db ratings.sqlite [--csv ssa.csv] [--labels_csv labels.csv]
       [--perplexity NAME=PPL ... --plot ssa_vs_perplexity.png]
 
 Bad input (a malformed import line, a perplexity that is not a number) stops the command with a
@@ -97,7 +97,7 @@ def cmd_report(args) -> int:
   summaries = report.summarize(rows, args.min_labels, args.bootstrap, args.seed, args.kind)
   if not summaries:
     print(f"No {'' if args.kind == 'all' else args.kind + ' '}items in {args.db}: run "
-          "`python -m meena_jax.ssa import` first.")
+          "`python -m meena_jax ssa import` first.")
     return 1
   print(f"{args.kind.capitalize()} items; the majority of each item's labels counts, and items "
         f"with at least {args.min_labels} labels are rated. 95% intervals: {args.bootstrap} "
@@ -125,7 +125,7 @@ def cmd_report(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-  p = argparse.ArgumentParser(prog="python -m meena_jax.ssa", description=__doc__.split("\n")[0],
+  p = argparse.ArgumentParser(prog="python -m meena_jax ssa", description=__doc__.split("\n")[0],
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
   commands = p.add_subparsers(dest="command", required=True)
 

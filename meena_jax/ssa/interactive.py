@@ -5,7 +5,7 @@ The server starts each command once and keeps it running. Per bot turn it writes
 line back, ``{"response": "..."}``. A checkpoint is served by the chat module speaking this
 protocol::
 
-  --model meena='python -m meena_jax.chat --gin_file=... --gin.CHECKPOINT=... --stdio'
+  --model meena='python -m meena_jax chat --gin_file=... --gin.CHECKPOINT=... --stdio'
 
 so this module never imports the model (nor JAX). The process's stderr goes to the server's
 console. A process that exits, answers with something else, or takes longer than the timeout
