@@ -10,6 +10,8 @@ import abc
 import dataclasses
 import json
 import pathlib
+import socket
+import urllib.parse
 from typing import Iterable, Optional
 
 import tensorflow_datasets as tfds
@@ -207,22 +209,36 @@ def _downloaded_reddit2015(dl_manager, checksums_path, data_dir,
   """The raw daily files, downloaded (or found in TFDS's manual directory) and rebuilt."""
   urls = {info.filename: url for url, info in
           tfds.download.checksums.load_url_infos(checksums_path).items()}
+  manual_dir = pathlib.Path(data_dir) / "downloads" / "manual"
   try:
+    if not all((manual_dir / name).is_file() for name in urls):
+      # TFDS retries each of 260 files with backoff: offline, that is many minutes of warnings.
+      _check_reachable(next(iter(urls.values())))
     paths = dl_manager.download(urls)
   except Exception as error:  # pylint: disable=broad-except
     # Unreachable host, HTTP error or a changed file (NonMatchingChecksumError): one line.
     cause = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise SourceUnavailableError(
         f"reddit2015: cannot download the {len(urls)} files of {RAW_REDDIT2015[0]} at commit "
-        f"{RAW_REDDIT2015[1][:7]} ({cause}); pass --gin.REDDIT2015_DIR=DIR with DIR holding "
-        f"train.jsonl.gz and validation.jsonl.gz, or put the files named in "
-        f"{checksums_path.name} into {pathlib.Path(data_dir) / 'downloads' / 'manual'}"
-    ) from None
+        f"{RAW_REDDIT2015[1][:7]} ({cause}); pass a local copy, --gin.REDDIT2015_DIR=DIR "
+        f"(prepare: --reddit2015_dir=DIR) with DIR holding train.jsonl.gz and "
+        f"validation.jsonl.gz, or put the files named in "
+        f"{checksums_path.name} into {manual_dir}") from None
   conversations_by_split = reddit_corpus.rebuild(paths)
   for split in conversations_by_split:
     stats.setdefault(split, FilterStatistics())
   return {split: [conversations.chain(c["id"], c["turns"]) for c in convs]
           for split, convs in conversations_by_split.items()}
+
+
+def _check_reachable(url: str, timeout_s: float = 10):
+  """Raises ``OSError`` naming the host when a TCP connection to ``url``'s host fails."""
+  parts = urllib.parse.urlsplit(url)
+  port = parts.port or (443 if parts.scheme == "https" else 80)
+  try:
+    socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+  except OSError as error:
+    raise OSError(f"{parts.hostname}:{port} is unreachable: {error}") from None
 
 
 @dataclasses.dataclass

@@ -63,8 +63,10 @@ def get_task(name: str, data_dir: str = DEFAULT_DATA_DIR, **builder_kwargs) -> s
   """The SeqIO task ``name`` over ``data_dir``, its builder prepared first (a no-op once done).
 
   ``builder_kwargs`` go to the TFDS builder: ``config`` (Pushshift files), ``vocab_file``,
-  ``vocab_size``, ``skip_malformed``.
+  ``vocab_size``, ``skip_malformed``, ``source_dir`` (reddit2015's local copy). Unset (None)
+  ones are left out, so a task file's settings do not trouble another task's builder.
   """
+  builder_kwargs = {k: v for k, v in builder_kwargs.items() if v is not None}
   if name not in SOURCES:
     raise ValueError(f"unknown task {name!r}; choose one of {sorted(SOURCES)}")
   data_dir = os.path.expanduser(data_dir)  # TFDS would create a directory literally named "~".

@@ -145,8 +145,10 @@ def test_prepare_builds_pushshift_dumps_and_prints_what_the_filters_kept(tmp_pat
   out = capsys.readouterr().out
   assert f"pushshift_reddit prepared in {data_dir}/pushshift_reddit/default/1.0.0" in out
   assert "removed most for url 1" in out
-  # The trainer's get_task then finds the prepared dumps without being given them again.
-  task = seqio_tasks.get_task("pushshift_reddit", str(data_dir), vocab_file=vocab_file)
+  # The trainer's get_task then finds the prepared dumps without being given them again (and
+  # reddit2015's task file, included by the run files, binds source_dir=None for every task).
+  task = seqio_tasks.get_task("pushshift_reddit", str(data_dir), vocab_file=vocab_file,
+                              source_dir=None)
   assert sum(len(list(task.get_dataset(None, split=s, shuffle=False)))
              for s in task.splits) == 2
 
