@@ -15,6 +15,11 @@ $(STAMP): setup.py
 	test -x $(PY) || $(PYTHON3) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test,tpu]'
+	# TensorFlow (tf.data, TFDS, SeqIO) as its CPU build, as on TPU VMs: the default wheel's CUDA
+	# stubs print cuInit errors on every command. tensorflow-text declares `tensorflow`, so the
+	# build is swapped after the install (pip's resolver then notes that requirement as unmet).
+	$(PY) -m pip uninstall --quiet -y tensorflow
+	$(PY) -m pip install --quiet --no-deps --force-reinstall tensorflow-cpu==2.21.0
 	touch $(STAMP)
 
 # The SSA app's browser test drives Debian's Chromium; install it where we can (root + apt),

@@ -1,9 +1,30 @@
 """meena_jax: Meena (Evolved Transformer seq2seq chatbot) in JAX/Flax.
 
 The library is `meena_jax/`; the SeqIO/TFDS code in `tasks/` installs as `meena_tasks`.
-Lower bounds are the versions this repository was tested with (Python 3.11, CPU).
+Lower bounds are the versions this repository was tested with (Python 3.11, CPU). Extras:
+``[ssa]``, ``[posttrain]``, ``[safety]``, ``[tpu]`` (libtpu), ``[test]`` (all of them and pytest).
 """
 from setuptools import setup
+
+# The core (model, data, train, eval, decode, launch) installs without these.
+EXTRAS = {
+    "ssa": [  # The human-rating app (meena_jax.ssa).
+        "flask>=3.1.3",
+        "waitress>=3.0.2",  # A threaded production WSGI server for it.
+        "krippendorff>=0.9.0",  # Inter-rater agreement.
+    ],
+    "posttrain": [  # SFT, reward model, DPO, PPO (meena_jax.posttrain).
+        "rlax>=0.1.9",  # GAE and the clipped PPO losses.
+        # rlax pulls in tensorflow-probability, which needs it once TensorFlow is loaded.
+        "tf-keras>=2.21.0",
+    ],
+    "safety": [  # The offline safety suite (meena_jax.safety): Wilson intervals and McNemar's
+        # exact test, judge agreement (kappa, AUROC), AdvBench's YAML in the pinned pyrit wheel.
+        "scipy>=1.17.1",
+        "scikit-learn>=1.9.1",
+        "PyYAML>=6.0.4",
+    ],
+}
 
 setup(
     name="meena_jax",
@@ -31,23 +52,15 @@ setup(
         "clu>=0.0.12",  # Metric writers (TensorBoard + logging).
         "tensorboard>=2.21.0",  # clu's TensorBoard writer imports it without declaring it.
         "tqdm>=4.66",
-        "matplotlib>=3.11.2",  # Loss, perplexity and SSA plots.
-        "flask>=3.1.3",  # The SSA rating app (meena_jax.ssa) ...
-        "waitress>=3.0.2",  # ... served by a threaded production WSGI server.
-        "krippendorff>=0.9.0",  # Inter-rater agreement.
-        "rlax>=0.1.9",  # GAE and the clipped PPO losses (meena_jax.posttrain).
-        # rlax pulls in tensorflow-probability, which needs it once TensorFlow is loaded.
-        "tf-keras>=2.21.0",
+        "matplotlib>=3.11.2",  # Loss and perplexity curves.
         # tensorflow-datasets 4.9.10 imports it without declaring it.
         "importlib_resources>=6.0",
-        # The safety suite (meena_jax.safety): Wilson intervals and McNemar's exact test,
-        # judge agreement (kappa, AUROC), and AdvBench's YAML inside the pinned pyrit wheel.
-        "scipy>=1.17.1",
-        "scikit-learn>=1.9.1",
-        "PyYAML>=6.0.4",
     ],
     extras_require={
-        "test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0"],
+        **EXTRAS,
+        # make test installs every extra: the suite covers them all.
+        "test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0",
+                 *sorted({r for reqs in EXTRAS.values() for r in reqs})],
         # libtpu: compile the real programs for TPU slices on any machine
         # (python -m meena_jax.compile, the pod launcher's fit check); on a TPU VM it runs them.
         "tpu": ["jax[tpu]==0.10.2"],

@@ -12,10 +12,14 @@ time, so gin stays at this edge; each command's usage is its library module's do
 import argparse
 import importlib
 import logging
+import os
 import sys
 from typing import Callable, Optional, Sequence
 
-from meena_jax import cli
+# TensorFlow's C++ INFO lines (CPU feature notes) are not for a user; its warnings still show.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+from meena_jax import cli  # pylint: disable=wrong-import-position
 
 
 def train(argv: Sequence[str]):
@@ -230,9 +234,25 @@ def data_stats(argv: Sequence[str]):
                              for k, v in lengths.items()}}, f, indent=1)
 
 
-def _forward(module: str) -> Callable[[Sequence[str]], object]:
-  """A command whose own ``main(argv)`` lives in ``module`` (it has subcommands or no gin)."""
-  return lambda argv: importlib.import_module(module).main(list(argv))
+# The modules each setup.py extra brings: a command missing one names the extra to install.
+EXTRA_MODULES = {"ssa": {"flask", "waitress", "krippendorff"},
+                 "posttrain": {"rlax", "tf_keras", "tensorflow_probability"},
+                 "safety": {"scipy", "sklearn", "yaml"}}
+
+
+def _forward(module: str, extra: Optional[str] = None) -> Callable[[Sequence[str]], object]:
+  """A command whose own ``main(argv)`` lives in ``module`` (it has subcommands or no gin);
+  ``extra``: the setup.py extra its dependencies come with."""
+  def run(argv):
+    try:
+      return importlib.import_module(module).main(list(argv))
+    except ModuleNotFoundError as error:
+      if extra is None or error.name.split(".")[0] not in EXTRA_MODULES[extra]:
+        raise
+      raise SystemExit(f"error: {module.split('.')[1]} needs {error.name}, which is not "
+                       f"installed: pip install 'meena_jax[{extra}]' (make install has every "
+                       f"extra)") from None
+  return run
 
 
 COMMANDS = {
@@ -243,9 +263,9 @@ COMMANDS = {
     "compile": compile_programs,
     "data_stats": data_stats,
     "curves": _forward("meena_jax.curves"),
-    "posttrain": _forward("meena_jax.posttrain.__main__"),
-    "safety": _forward("meena_jax.safety.__main__"),
-    "ssa": _forward("meena_jax.ssa.__main__"),
+    "posttrain": _forward("meena_jax.posttrain.__main__", "posttrain"),
+    "safety": _forward("meena_jax.safety.__main__", "safety"),
+    "ssa": _forward("meena_jax.ssa.__main__", "ssa"),
     "prepare": _forward("meena_tasks.prepare"),
 }
 

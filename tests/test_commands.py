@@ -48,3 +48,12 @@ def test_every_command_answers_help(capsys):
     except SystemExit as exit_:
       assert exit_.code in (0, None), name
     assert capsys.readouterr().out.strip(), name
+
+
+def test_a_command_missing_its_extra_names_the_extra(monkeypatch):
+  for name in [m for m in sys.modules if m.startswith("meena_jax.posttrain")]:
+    monkeypatch.delitem(sys.modules, name)
+  monkeypatch.setitem(sys.modules, "rlax", None)  # As if meena_jax[posttrain] were not installed.
+  with pytest.raises(SystemExit, match=r"^error: posttrain needs rlax, which is not installed: "
+                                       r"pip install 'meena_jax\[posttrain\]'"):
+    commands.main(["posttrain", "rm_eval", "--gin_file=gin/posttrain/rm_et_tiny_hh.gin"])
