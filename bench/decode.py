@@ -69,7 +69,7 @@ def main(argv=None):
   parser.add_argument("--no-cache", action="store_true")
   parser.add_argument("--xla-cpu-defaults", action="store_true",
                       help="compile with XLA's default CPU options (YNNPACK fusion on) instead "
-                      "of decoding.CPU_COMPILER_OPTIONS, for comparison")
+                      "of cli.CPU_DECODING_OPTIONS, for comparison")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--jsonl")
   args = parser.parse_args(argv)
@@ -77,7 +77,7 @@ def main(argv=None):
   import flax.linen as nn
   import jax
   import numpy as np
-  from meena_jax import decoding
+  from meena_jax import cli, decoding
   from meena_jax.model import Seq2Seq
 
   cfg = common.model_config(args, dropout_rate=0.0)
@@ -101,7 +101,9 @@ def main(argv=None):
     if args.xla_cpu_defaults:  # No mesh, so compile_search's axis rules would change nothing.
       jitted = jax.jit(functools.partial(decoding.sample, model, **settings))
     else:
-      jitted = decoding.compile_search(decoding.sample, model, **settings)
+      jitted = decoding.compile_search(decoding.sample, model,
+                                       compiler_options=cli.decoding_compiler_options(),
+                                       **settings)
     compiled = jitted.lower(params, context, jax.random.key(0)).compile()
     run = functools.partial(compiled, params, context)
   compile_s = time.perf_counter() - start

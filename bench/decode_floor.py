@@ -64,14 +64,14 @@ def time_chain(shapes, rows: int, runs: int, seed: int) -> list:
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from meena_jax import decoding  # pylint: disable=import-outside-toplevel
+  from meena_jax import cli  # pylint: disable=import-outside-toplevel
 
   rng = np.random.default_rng(seed)
   weights = [jnp.asarray(rng.standard_normal(s, dtype=np.float32) * s[0] ** -0.5)
              for s in shapes]
   widest = max(max(s) for s in shapes)
 
-  options = decoding.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else None
+  options = cli.decoding_compiler_options()
 
   @functools.partial(jax.jit, compiler_options=options)  # As the decoding step is compiled.
   def chain(x, weights):

@@ -10,6 +10,7 @@ Contexts are turns joined with ``<turn>`` and cut to their most recent tokens by
 task's own preprocessors (``meena_tasks.seqio_tasks``), so the model reads what it was trained
 on. Answers come from ``decoding.py``; sample-and-rank answers pass the repetition filter.
 """
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,26 +39,6 @@ class Reply:
   notices: list
 
 
-def tokenize_contexts(contexts: Sequence[Sequence[str]], vocabulary, length: int) -> list:
-  """(most recent ``length`` token ids, full token count) per context, through the training
-  task's ``join_turns`` and ``keep_most_recent_inputs``."""
-  import seqio  # pylint: disable=import-outside-toplevel
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
-  dataset = tf.data.Dataset.from_generator(
-      lambda: ({"context": list(turns) or [""], "response": "", "id": ""} for turns in contexts),
-      output_signature={"context": tf.TensorSpec([None], tf.string),
-                        "response": tf.TensorSpec([], tf.string),
-                        "id": tf.TensorSpec([], tf.string)})
-  dataset = seqio.preprocessors.tokenize(
-      seqio_tasks.join_turns(dataset),
-      {"inputs": seqio.Feature(vocabulary, add_eos=False),
-       "targets": seqio.Feature(vocabulary, add_eos=True)}, copy_pretokenized=False)
-  dataset = dataset.map(lambda ex: {**ex, "full_length": tf.size(ex["inputs"])})
-  dataset = seqio_tasks.keep_most_recent_inputs(dataset, {"inputs": length})
-  return [(ex["inputs"], int(ex["full_length"])) for ex in dataset.as_numpy_iterator()]
-
-
 class Responder:
   """Answers batches of conversations with compiled sample-and-rank or beam search.
 
@@ -68,13 +49,14 @@ class Responder:
 
   def __init__(self, model: Seq2Seq, params, vocabulary, config: decoding.DecodingConfig, *,
                context_length: int = 128, context_turns: int = 7, batch_size: int = 8,
-               seed: int = 0, mesh=None):
+               seed: int = 0, mesh=None, compiler_options: Optional[dict] = None):
     self.vocabulary, self.config = vocabulary, config
     self.context_length, self.context_turns, self.batch_size = (context_length, context_turns,
                                                                 batch_size)
-    self._params = params
-    self._search = {"sample": decoding.sampler(model, config, mesh),
-                    "beam": decoding.beam(model, config, mesh)}
+    self._params, self._mesh = params, mesh
+    options = dict(compiler_options=compiler_options)
+    self._search = {"sample": decoding.sampler(model, config, mesh, **options),
+                    "beam": decoding.beam(model, config, mesh, **options)}
     self._key, self._calls = jax.random.key(seed), 0
 
   def respond(self, contexts: Sequence[Sequence[str]], mode: str = "sample") -> list:
@@ -90,16 +72,19 @@ class Responder:
 
   def _respond_batch(self, contexts, mode):
     started = time.perf_counter()
-    encoded = tokenize_contexts(contexts, self.vocabulary, self.context_length)
+    from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel  # TensorFlow.
+    encoded = seqio_tasks.tokenize_contexts(contexts, self.vocabulary, self.context_length)
     tokens = np.zeros((self.batch_size, self.context_length), np.int32)
     for row, (ids, _) in enumerate(encoded):
       tokens[row, :len(ids)] = ids
-    if mode == "sample":
-      self._calls += 1
-      result = self._search[mode](self._params, tokens,
-                                  jax.random.fold_in(self._key, self._calls))
-    else:
-      result = self._search[mode](self._params, tokens)
+    scope = partitioning.activate(self._mesh) if self._mesh else contextlib.nullcontext()
+    with scope:  # The activation constraints apply on the mesh.
+      if mode == "sample":
+        self._calls += 1
+        result = self._search[mode](self._params, tokens,
+                                    jax.random.fold_in(self._key, self._calls))
+      else:
+        result = self._search[mode](self._params, tokens)
     result = jax.device_get(result)
     replies = []
     for row, turns in enumerate(contexts):
@@ -129,11 +114,14 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
                    decoding_config: decoding.DecodingConfig, task=None,
                    vocab_file: Optional[str] = None, context_length: int = 128,
                    context_turns: int = 7, batch_size: int = 8, seed: int = 0,
-                   mesh_data: int = -1, mesh_model: int = 1) -> Responder:
+                   mesh_data: int = -1, mesh_model: int = 1,
+                   compiler_options: Optional[dict] = None) -> Responder:
   """A ``Responder`` over ``checkpoint``'s parameters (a run directory or one of its
   ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s.
   The parameters and the searches live on a ``(mesh_data, mesh_model)`` mesh of this host's
-  devices (``python -m meena_jax compile`` compiles exactly this sampler for a TPU host)."""
+  devices (``python -m meena_jax compile`` compiles exactly this sampler for a TPU host);
+  ``compiler_options`` are XLA's for this platform (the commands pass
+  ``cli.decoding_compiler_options()``)."""
   import seqio  # pylint: disable=import-outside-toplevel
   from meena_jax import checkpoints  # pylint: disable=import-outside-toplevel
   if vocab_file:
@@ -149,7 +137,8 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
   mesh = partitioning.make_mesh(mesh_data, mesh_model, jax.local_devices())
   params = checkpoints.load_params(checkpoint, model, mesh)
   return Responder(model, params, vocabulary, decoding_config, context_length=context_length,
-                   context_turns=context_turns, batch_size=batch_size, seed=seed, mesh=mesh)
+                   context_turns=context_turns, batch_size=batch_size, seed=seed, mesh=mesh,
+                   compiler_options=compiler_options)
 
 
 # ----------------------------------------------------------------------------------------------

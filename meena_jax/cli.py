@@ -42,6 +42,19 @@ def register_training():
     gin.external_configurable(evaluation.evaluate_checkpoint, name="evaluate_checkpoint")
 
 
+# XLA:CPU hands matmuls to YNNPACK by default. A decoding step is almost only [N, d] x [d, d']
+# products with N = 20 rows, and XLA's own kernels run those faster: with this fusion off a
+# sample-and-rank step of the small ET took 71-80 ms instead of 87-97 ms (bench/README.md).
+# The option exists only for the CPU backend.
+CPU_DECODING_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+
+
+def decoding_compiler_options():
+  """XLA options for the decoding programs a command runs on this machine's devices."""
+  import jax  # pylint: disable=import-outside-toplevel
+  return CPU_DECODING_OPTIONS if jax.default_backend() == "cpu" else None
+
+
 def configure_logging(level: int = logging.INFO):
   """The root logger at ``level`` with one handler, set once by a command's ``main``. orbax
   installs a root handler at WARNING when it is imported, which turns a plain

@@ -90,7 +90,8 @@ def chat(argv: Sequence[str]):
     raise SystemExit("--input and --output go together")
   cli.require("load_responder.checkpoint", "CHECKPOINT", "/path/to/MODEL_DIR")
   try:
-    responder = cli.configured("load_responder")
+    responder = cli.configured("load_responder",
+                               compiler_options=cli.decoding_compiler_options())
   except checkpoints.CheckpointMismatchError as error:
     raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
   except checkpoints.UnreadableCheckpointError as error:
@@ -135,7 +136,8 @@ def summary(argv: Sequence[str]):
 def compile_programs(argv: Sequence[str]):
   """Compiles the run's programs for a TPU slice and prints (and records) what they cost."""
   import dataclasses  # pylint: disable=import-outside-toplevel
-  from meena_jax import compile as compile_lib, records, slices  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from meena_jax import compile as compile_lib, records, slices
   cli.configure_logging(logging.WARNING)
   parser = argparse.ArgumentParser(prog="python -m meena_jax compile",
                                    description=compile_lib.__doc__,
@@ -187,7 +189,8 @@ def data_stats(argv: Sequence[str]):
   come from)."""
   import json  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
-  from meena_jax import data_stats as stats_lib, token_store  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from meena_jax import data_stats as stats_lib, token_store
   cli.configure_logging()
   parser = argparse.ArgumentParser(prog="python -m meena_jax data_stats",
                                    description=stats_lib.__doc__,

@@ -90,7 +90,7 @@ def compile_run(settings: dict, slice_: slices.Slice, *, devices: Optional[list]
     progress(f"compiling {name} for {slice_.accelerator_type} "
              f"(mesh {dict(program_mesh.shape)}) ...")
     started = time.perf_counter()
-    with jax.set_mesh(program_mesh), _no_persistent_cache(), \
+    with partitioning.activate(program_mesh), _no_persistent_cache(), \
         tempfile.TemporaryDirectory() as dump:
       compiled = jitted.lower(*args).compile({"xla_dump_to": dump})
       seconds = time.perf_counter() - started

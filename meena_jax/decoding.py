@@ -25,7 +25,6 @@ import functools
 import inspect
 from typing import Any, Callable, Optional
 
-import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
@@ -35,13 +34,6 @@ from meena_jax import state as state_lib
 from meena_jax.model import Seq2Seq
 
 PAD_ID, EOS_ID = 0, 1
-
-# XLA:CPU hands matmuls to YNNPACK by default. A decoding step is almost only [N, d] x [d, d']
-# products with N = 20 rows, and XLA's own kernels run those faster: with this fusion off a
-# sample-and-rank step of the small ET took 71-80 ms instead of 87-97 ms (bench/README.md).
-# The option only exists for the CPU backend; other backends compile without it.
-CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
-
 
 @dataclasses.dataclass(frozen=True)
 class DecodingConfig:
@@ -350,44 +342,35 @@ def param_shardings(model: Seq2Seq, mesh):
   return state_lib.shardings(state_lib.abstract_params(model, mesh))
 
 
-def _compiler_options(mesh) -> Optional[dict]:
-  """``CPU_COMPILER_OPTIONS`` when the program is for CPU devices; none for a TPU or GPU
-  (the option does not exist there)."""
-  platform = mesh.devices.flat[0].platform if mesh is not None else jax.default_backend()
-  return CPU_COMPILER_OPTIONS if platform == "cpu" else None
-
-
-def jit_on_mesh(fn: Callable, mesh=None, in_shardings=None, out_shardings=None):
-  """``fn`` traced under the training axis rules and jitted; with a ``mesh``, placed by the
-  given shardings (arguments not covered keep their own). As in training, shardings enter
-  through the jit's arguments and XLA propagates them; no global mesh is set, since Flax
-  re-traces a layer's init (to check shapes) outside any constraint's reach."""
-  def traced(*args):
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      return fn(*args)
-  options = _compiler_options(mesh)
+def jit_on_mesh(fn: Callable, mesh=None, in_shardings=None, out_shardings=None,
+                compiler_options: Optional[dict] = None):
+  """``fn`` jitted; with a ``mesh``, placed by the given shardings (arguments not covered keep
+  their own). Call the result inside ``partitioning.activate(mesh)``, as the trainer does, so
+  the activation constraints apply (``Responder`` does). ``compiler_options`` are XLA's,
+  chosen by the caller for its platform (the commands' CPU options:
+  ``cli.decoding_compiler_options``)."""
   if mesh is None:
-    return jax.jit(traced, compiler_options=options)
-  return jax.jit(traced, in_shardings=in_shardings, out_shardings=out_shardings,
-                 compiler_options=options)
+    return jax.jit(fn, compiler_options=compiler_options)
+  return jax.jit(fn, in_shardings=in_shardings, out_shardings=out_shardings,
+                 compiler_options=compiler_options)
 
 
-def compile_search(search: Callable, model: Seq2Seq, mesh=None, **settings) -> Callable:
+def compile_search(search: Callable, model: Seq2Seq, mesh=None,
+                   compiler_options: Optional[dict] = None, **settings) -> Callable:
   """``search`` (``sample`` or ``beam_search``) with ``settings`` bound, jitted once.
 
   Returns ``fn(params, encoder_input_tokens[, key]) -> Candidates`` (a key when ``search``
   takes one). With a ``mesh`` the parameters follow the training axis rules, contexts and
   their candidates are split over ``data``, and the result is the same as on one device
-  (sampling keys do not depend on the layout: jax's threefry is partitionable). On CPU it
-  compiles with ``CPU_COMPILER_OPTIONS``, which jax accepts only on a top-level jit: call the
-  result directly, not inside another jit.
+  (sampling keys do not depend on the layout: jax's threefry is partitionable). jax accepts
+  ``compiler_options`` only on a top-level jit: call the result directly, not inside another.
   """
   bound = functools.partial(search, model, **settings)
   if mesh is None:
-    return jit_on_mesh(bound)
+    return jit_on_mesh(bound, compiler_options=compiler_options)
   with_key = "key" in inspect.signature(search).parameters
   return jit_on_mesh(bound, mesh, search_shardings(model, mesh, with_key),
-                     partitioning.batch_sharding(mesh))
+                     partitioning.batch_sharding(mesh), compiler_options)
 
 
 def search_shardings(model: Seq2Seq, mesh, with_key: bool = True) -> tuple:
@@ -404,9 +387,11 @@ def sampling_settings(config: DecodingConfig, min_length: int = 0) -> dict:
               min_length=min_length)
 
 
-def sampler(model: Seq2Seq, config: DecodingConfig, mesh=None, min_length: int = 0):
+def sampler(model: Seq2Seq, config: DecodingConfig, mesh=None, min_length: int = 0,
+            compiler_options: Optional[dict] = None):
   """The jitted sample-and-rank of ``config``: ``fn(params, tokens, key) -> Candidates``."""
-  return compile_search(sample, model, mesh, **sampling_settings(config, min_length))
+  return compile_search(sample, model, mesh, compiler_options,
+                        **sampling_settings(config, min_length))
 
 
 def sampler_steps(model: Seq2Seq, config: DecodingConfig, mesh=None):
@@ -423,7 +408,9 @@ def sampler_steps(model: Seq2Seq, config: DecodingConfig, mesh=None):
   return jit_on_mesh(first, mesh, in_shardings), jit_on_mesh(following, mesh)
 
 
-def beam(model: Seq2Seq, config: DecodingConfig, mesh=None, beam_size: Optional[int] = None):
+def beam(model: Seq2Seq, config: DecodingConfig, mesh=None, beam_size: Optional[int] = None,
+         compiler_options: Optional[dict] = None):
   """The jitted beam search of ``config``: ``fn(params, tokens) -> Candidates``."""
-  return compile_search(beam_search, model, mesh, beam_size=beam_size or config.beam_size,
-                        max_length=config.max_length, alpha=config.length_penalty)
+  return compile_search(beam_search, model, mesh, compiler_options,
+                        beam_size=beam_size or config.beam_size, max_length=config.max_length,
+                        alpha=config.length_penalty)

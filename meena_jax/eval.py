@@ -18,7 +18,6 @@ import sys
 import time
 from typing import Optional
 
-import flax.linen as nn
 import jax
 import numpy as np
 import seqio
@@ -59,8 +58,7 @@ def host_eval_batches(task: seqio.Task, split: str, batch_size: int, input_lengt
 def make_score_fn(model: Seq2Seq, params_shardings, mesh):
   """jitted ``(params, batch) -> (summed target NLL, target tokens)`` on ``mesh``."""
   def score(params, batch):
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      logits = model.apply({"params": params}, **model_inputs(batch), deterministic=True)
+    logits = model.apply({"params": params}, **model_inputs(batch), deterministic=True)
     return loss_fn(logits, batch["decoder_target_tokens"], batch.get("decoder_loss_weights"))
   replicated = partitioning.replicated(mesh)
   return jax.jit(score, in_shardings=(params_shardings, partitioning.batch_sharding(mesh)),
@@ -142,7 +140,7 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, params)
   score_fn = make_score_fn(model, shardings, mesh)
   batches = host_eval_batches(task, split, batch_size, input_length, target_length)
-  with jax.set_mesh(mesh):  # Activation constraints apply only with the mesh in scope.
+  with partitioning.activate(mesh):  # The mesh and axis rules for the activation constraints.
     result = evaluate(score_fn, params, batches, mesh, vocabulary, progress)
   result = {"checkpoint": str(checkpoint), "step": step,
             "task": task.name, "split": split, **({"jsonl": str(jsonl)} if jsonl else {}),

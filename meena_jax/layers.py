@@ -40,7 +40,15 @@ ones = nn.initializers.ones_init()
 
 
 def constrain(x, axes: Sequence[str] = EMBED):
-  """Pins an activation's logical axes; a no-op until axis rules and a mesh are active."""
+  """Pins an activation's logical axes. Inert on one device (neither a mesh nor axis rules in
+  scope); with only one of the two in scope it would be silently inert too, so that raises:
+  a program runs inside ``partitioning.activate(mesh)``, which enters both."""
+  has_mesh = not jax.sharding.get_abstract_mesh().empty
+  has_rules = bool(nn.get_logical_axis_rules())
+  if has_mesh != has_rules:
+    raise ValueError(f"activation constraint {tuple(axes)} with "
+                     f"{'a mesh but no axis rules' if has_mesh else 'axis rules but no mesh'} "
+                     f"in scope; enter partitioning.activate(mesh) around the call")
   return nn.with_logical_constraint(x, tuple(axes))
 
 

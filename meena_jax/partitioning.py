@@ -5,6 +5,7 @@ Model code names axes (``layers.py``); this module alone maps names to mesh axes
 state is born sharded: its shapes are evaluated, logical names become ``NamedSharding``s, and the
 init is jitted with those output shardings, so no full-size array ever sits on one device.
 """
+import contextlib
 from typing import Optional, Sequence
 
 import flax.linen as nn
@@ -28,6 +29,14 @@ LOGICAL_AXIS_RULES = (
     ("conv_out", "model"),
 )
 MESH_AXES = ("data", "model")
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh):
+  """The mesh and the logical-axis rules in scope, entered once around a program's calls:
+  activation constraints (``layers.constrain``) apply only inside."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(LOGICAL_AXIS_RULES):
+    yield mesh
 
 
 def mesh_shape(data: int, model: int, num_devices: int) -> tuple[int, int]:

@@ -49,7 +49,10 @@ def abstract_params(module: nn.Module, mesh: Optional[jax.sharding.Mesh] = None)
   """The parameters as ``ShapeDtypeStruct``s, each with its ``NamedSharding`` on ``mesh`` (by
   the logical-axis rules; an uneven split raises naming the parameter), or unsharded."""
   boxed = boxed_params(module)
-  shapes = nn.unbox(boxed)
+  # Shapes only: no sharding constraint (nn.unbox adds one when axis rules are in scope).
+  shapes = jax.tree_util.tree_map(
+      lambda x: x.unbox(apply_constraint=False) if isinstance(x, nn.LogicallyPartitioned) else x,
+      boxed, is_leaf=lambda x: isinstance(x, nn.LogicallyPartitioned))
   if mesh is None:
     return shapes
   return jax.tree_util.tree_map(

@@ -139,8 +139,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   log.info("mesh %s over %d devices (%d processes)", dict(mesh.shape), mesh.size,
            jax.process_count())
 
-  # Activation constraints (layers.constrain) apply only with the mesh in scope.
-  with jax.set_mesh(mesh):
+  # The mesh and the axis rules, in scope for every program this run traces.
+  with partitioning.activate(mesh):
     # --- Model, optimizer, the programs and the state, born sharded.
     run = programs(model_config=model_config, mesh=mesh, batch_size=batch_size,
                    input_length=input_length, target_length=target_length,

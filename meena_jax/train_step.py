@@ -6,7 +6,6 @@ many steps are summed and divided once. ``train.py`` jits ``train_step`` with ex
 """
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -57,9 +56,8 @@ def make_optimizer(base_learning_rate: float = 0.01, constant_steps: int = 10_00
 def _loss_and_grads(model: Seq2Seq, params, batch: dict, key):
   """(summed NLL, token count) and the gradient of the *sum*, for exact accumulation."""
   def summed_loss(params):
-    with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-      logits = model.apply({"params": params}, **model_inputs(batch), deterministic=False,
-                           rngs={"dropout": key})
+    logits = model.apply({"params": params}, **model_inputs(batch), deterministic=False,
+                         rngs={"dropout": key})
     return loss_fn(logits, batch["decoder_target_tokens"], batch.get("decoder_loss_weights"))
   (total, count), grads = jax.value_and_grad(summed_loss, has_aux=True)(params)
   return total, count, grads

@@ -178,7 +178,7 @@ class Reddit2015(_ConversationBuilder):
   github.com/leahrnh/reddit_corpus (commit bedbf66) listed with their sizes and SHA-256 in
   ``reddit2015_checksums.tsv``, rebuilt into conversations by ``reddit_corpus.rebuild``. With
   ``source_dir`` (gin ``REDDIT2015_DIR``) it reads that rebuild's ``train.jsonl.gz`` and
-  ``validation.jsonl.gz`` from a local directory instead (CI's copy: ``../shared/data/reddit2015``)."""
+  ``validation.jsonl.gz`` from a local directory instead (CI's: ``../shared/data/reddit2015``)."""
   _checksums_path = REDDIT2015_CHECKSUMS  # TFDS verifies every download against it.
 
   def __init__(self, *, source_dir: Optional[str] = None, **kwargs):

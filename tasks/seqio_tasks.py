@@ -53,6 +53,24 @@ def keep_most_recent_inputs(dataset: tf.data.Dataset,
                      num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def tokenize_contexts(contexts, vocabulary, length: int) -> list:
+  """(most recent ``length`` token ids, full token count) per context (a list of turns),
+  through the task's own ``join_turns`` and ``keep_most_recent_inputs``: what chat, the reward
+  model and the safety suite feed a model is what it was trained on."""
+  dataset = tf.data.Dataset.from_generator(
+      lambda: ({"context": list(turns) or [""], "response": "", "id": ""} for turns in contexts),
+      output_signature={"context": tf.TensorSpec([None], tf.string),
+                        "response": tf.TensorSpec([], tf.string),
+                        "id": tf.TensorSpec([], tf.string)})
+  dataset = seqio.preprocessors.tokenize(
+      join_turns(dataset),
+      {"inputs": seqio.Feature(vocabulary, add_eos=False),
+       "targets": seqio.Feature(vocabulary, add_eos=True)}, copy_pretokenized=False)
+  dataset = dataset.map(lambda ex: {**ex, "full_length": tf.size(ex["inputs"])})
+  dataset = keep_most_recent_inputs(dataset, {"inputs": length})
+  return [(ex["inputs"], int(ex["full_length"])) for ex in dataset.as_numpy_iterator()]
+
+
 def _dataset_fn(split: str, shuffle_files: bool, seed: Optional[int] = None, *,
                 builder: tfds.core.DatasetBuilder) -> tf.data.Dataset:
   return builder.as_dataset(split=split, shuffle_files=shuffle_files,

@@ -67,8 +67,8 @@ def main(argv=None):
   args = parser.parse_args(argv)
   if args.source == "reddit2015" and not args.source_dir:
     parser.error("--source=reddit2015 reads a local copy: pass --source_dir")
-  path = train(builders.TRAIN_TEXTS[args.source](args.source_dir), f"{args.output}.model", args.vocab_size,
-               args.seed)
+  path = train(builders.TRAIN_TEXTS[args.source](args.source_dir), f"{args.output}.model",
+               args.vocab_size, args.seed)
   print(f"wrote {path}")
 
 

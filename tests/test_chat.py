@@ -10,6 +10,7 @@ import pytest
 import seqio
 
 from meena_jax import chat, commands, decoding
+from meena_tasks import seqio_tasks
 from meena_jax.model import Seq2Seq
 from meena_tasks import vocab
 from tests.conftest import TINY, init_params
@@ -36,7 +37,7 @@ def responder(vocab_file):
 
 def test_contexts_keep_their_most_recent_tokens_and_report_the_cut(responder):
   turns = ["hello there", "i like pizza and pasta " * 4]
-  (ids, full), = chat.tokenize_contexts([turns], responder.vocabulary, 16)
+  (ids, full), = seqio_tasks.tokenize_contexts([turns], responder.vocabulary, 16)
   joined = responder.vocabulary.encode(" <turn> ".join(turns))
   assert full == len(joined) > 16 and list(ids) == joined[-16:]
   reply, = responder.respond([turns])

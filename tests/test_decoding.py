@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from meena_jax import decoding
+from meena_jax import cli, decoding
 from meena_jax.model import Seq2Seq, loss_fn
 from tests.conftest import TINY, init_params, random_tokens, shift_right
 
@@ -99,13 +99,16 @@ def test_sample_scores_are_teacher_forced_log_likelihoods_sorted():
 
 
 def test_decoding_compiles_without_ynnpack_on_cpu():
-  """The per-step [N, d] matmuls run on XLA's own kernels (CPU_COMPILER_OPTIONS), which the
-  bench measured faster; a jax upgrade that renames the option must not silently drop it."""
+  """The per-step [N, d] matmuls run on XLA's own kernels (the commands' CPU decoding
+  options), which the bench measured faster; a jax upgrade that renames the option must not
+  silently drop it."""
   if jax.default_backend() != "cpu":
     pytest.skip("a CPU compiler option")
   params, context = init_params(CFG), contexts()
   args = (params, context, jax.random.key(0))
-  ours = compiled(decoding.sample, **SAMPLE).lower(*args).compile().as_text()
+  ours = decoding.compile_search(decoding.sample, Seq2Seq(CFG),
+                                compiler_options=cli.decoding_compiler_options(),
+                                **SAMPLE).lower(*args).compile().as_text()
   default = jax.jit(functools.partial(decoding.sample, Seq2Seq(CFG), **SAMPLE)).lower(
       *args).compile().as_text()
   assert "ynn_fusion" in default and "ynn_fusion" not in ours

@@ -64,25 +64,26 @@ def train_reward_model(*, model_config: ModelConfig, task, train_file: str, run_
   """Reward model from ``init_checkpoint`` (an SFT or pretraining run) on ``train_file``;
   held-out accuracy on ``eval_file`` next to both length baselines -> ``run_dir/rm_eval.json``."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
-  vocabulary = _vocabulary(task)
-  _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
-  backbone = (checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
-              if init_checkpoint else None)
-  eval_data = None
-  if eval_file:
-    eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
-  _, records = rm.train(model_config=model_config, train_data=train_data, run_dir=run_dir,
-                        mesh=mesh, backbone=backbone, eval_data=eval_data,
-                        batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
-                        seed=seed)
-  result = {"train_file": train_file, "init_checkpoint": init_checkpoint,
-            "train_accuracy_last_window": records[-2 if eval_file else -1]["accuracy"]}
-  if eval_file:
-    result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
-                                              if k.startswith("eval_")},
-                   "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
-                       eval_comparisons)})
-  return _write(run_dir, "rm_eval.json", result)
+  with partitioning.activate(mesh):  # The mesh and axis rules for every program.
+    vocabulary = _vocabulary(task)
+    _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
+    backbone = (checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
+                if init_checkpoint else None)
+    eval_data = None
+    if eval_file:
+      eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
+    _, records = rm.train(model_config=model_config, train_data=train_data, run_dir=run_dir,
+                          mesh=mesh, backbone=backbone, eval_data=eval_data,
+                          batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
+                          seed=seed)
+    result = {"train_file": train_file, "init_checkpoint": init_checkpoint,
+              "train_accuracy_last_window": records[-2 if eval_file else -1]["accuracy"]}
+    if eval_file:
+      result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
+                                                if k.startswith("eval_")},
+                     "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
+                         eval_comparisons)})
+    return _write(run_dir, "rm_eval.json", result)
 
 
 def evaluate_reward_model(*, model_config: ModelConfig, task, checkpoint: str, eval_file: str,
@@ -92,12 +93,13 @@ def evaluate_reward_model(*, model_config: ModelConfig, task, checkpoint: str, e
   """Pairwise accuracy of a reward-model checkpoint on ``eval_file`` with the "prefer the
   shorter answer" baselines (characters and tokens) of the same pairs."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
-  comparisons, data = _load(eval_file, _vocabulary(task), input_length, target_length)
-  model = RewardModel(model_config)
-  params = checkpoints.load_params(checkpoint, model, mesh)
-  result = rm.pairwise_accuracy(rm.score(model, params, data, mesh, batch_size), data)
-  return {"checkpoint": checkpoint, "eval_file": eval_file, **result,
-          "shorter_chars_baseline": preference_data.shorter_answer_accuracy(comparisons)}
+  with partitioning.activate(mesh):  # The mesh and axis rules for every program.
+    comparisons, data = _load(eval_file, _vocabulary(task), input_length, target_length)
+    model = RewardModel(model_config)
+    params = checkpoints.load_params(checkpoint, model, mesh)
+    result = rm.pairwise_accuracy(rm.score(model, params, data, mesh, batch_size), data)
+    return {"checkpoint": checkpoint, "eval_file": eval_file, **result,
+            "shorter_chars_baseline": preference_data.shorter_answer_accuracy(comparisons)}
 
 
 def train_dpo(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
@@ -107,23 +109,24 @@ def train_dpo(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
               mesh_data: int = -1, mesh_model: int = 1, max_examples: int = 0) -> dict:
   """DPO from ``init_checkpoint`` (also the frozen reference) -> ``run_dir/dpo_eval.json``."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
-  vocabulary = _vocabulary(task)
-  _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
-  eval_data = None
-  if eval_file:
-    eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
-  policy = checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
-  _, records = dpo.train(model_config=model_config, policy_params=policy,
-                         train_data=train_data, run_dir=run_dir, mesh=mesh,
-                         eval_data=eval_data, beta=beta, batch_size=batch_size, epochs=epochs,
-                         learning_rate=learning_rate, seed=seed)
-  result = {"train_file": train_file, "init_checkpoint": init_checkpoint, "beta": beta}
-  if eval_file:
-    result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
-                                              if k.startswith("eval_")},
-                   "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
-                       eval_comparisons)})
-  return _write(run_dir, "dpo_eval.json", result)
+  with partitioning.activate(mesh):  # The mesh and axis rules for every program.
+    vocabulary = _vocabulary(task)
+    _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
+    eval_data = None
+    if eval_file:
+      eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
+    policy = checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
+    _, records = dpo.train(model_config=model_config, policy_params=policy,
+                           train_data=train_data, run_dir=run_dir, mesh=mesh,
+                           eval_data=eval_data, beta=beta, batch_size=batch_size, epochs=epochs,
+                           learning_rate=learning_rate, seed=seed)
+    result = {"train_file": train_file, "init_checkpoint": init_checkpoint, "beta": beta}
+    if eval_file:
+      result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
+                                                if k.startswith("eval_")},
+                     "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
+                         eval_comparisons)})
+    return _write(run_dir, "dpo_eval.json", result)
 
 
 def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_file: str,
@@ -135,37 +138,38 @@ def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_
   batches the run's task (packed, as in pretraining); the policy and its reference start from
   ``policy_checkpoint`` (SFT), the value model from ``reward_checkpoint``."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
-  comparisons = preference_data.read_comparisons(prompt_file)
-  prompts = _prompts(comparisons, _vocabulary(task), input_length)
-  policy = checkpoints.load_params(policy_checkpoint, Seq2Seq(model_config), mesh)
-  reference = jax.tree_util.tree_map(lambda x: x.copy(), policy)
-  reward_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
-  value_params = jax.tree_util.tree_map(lambda x: x.copy(), reward_params)
+  with partitioning.activate(mesh):  # The mesh and axis rules for every program.
+    comparisons = preference_data.read_comparisons(prompt_file)
+    prompts = _prompts(comparisons, _vocabulary(task), input_length)
+    policy = checkpoints.load_params(policy_checkpoint, Seq2Seq(model_config), mesh)
+    reference = jax.tree_util.tree_map(lambda x: x.copy(), policy)
+    reward_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
+    value_params = jax.tree_util.tree_map(lambda x: x.copy(), reward_params)
 
-  def ptx_batches(start):
-    return input_pipeline.host_batches(task, "train", ptx_batch_size, input_length,
-                                       ptx_target_length, pack=True, shuffle=True, seed=seed,
-                                       repeat=True, skip_batches=start)
+    def ptx_batches(start):
+      return input_pipeline.host_batches(task, "train", ptx_batch_size, input_length,
+                                         ptx_target_length, pack=True, shuffle=True, seed=seed,
+                                         repeat=True, skip_batches=start)
 
-  def show(record):
-    log.info("iteration %d: reward %.3f  kl %.3f  entropy %.3f  value loss %.3f  clip %.3f  "
-             "length %.1f  ptx %.3f", record["step"], record["reward"], record["kl"],
-             record["entropy"], record["value_loss"], record["clip_fraction"],
-             record["response_length"], record["ptx_loss"])
+    def show(record):
+      log.info("iteration %d: reward %.3f  kl %.3f  entropy %.3f  value loss %.3f  clip %.3f  "
+               "length %.1f  ptx %.3f", record["step"], record["reward"], record["kl"],
+               record["entropy"], record["value_loss"], record["clip_fraction"],
+               record["response_length"], record["ptx_loss"])
 
-  return ppo.run(model_config=model_config, config=config, policy_params=policy,
-                 reference_params=reference, value_params=value_params,
-                 rm_params=reward_params, prompts=prompts, run_dir=run_dir, mesh=mesh,
-                 iterations=iterations, seed=seed,
-                 ptx_batches=ptx_batches if config.ptx_coef else None,
-                 checkpoint_every=checkpoint_every, progress=show)
+    return ppo.run(model_config=model_config, config=config, policy_params=policy,
+                   reference_params=reference, value_params=value_params,
+                   rm_params=reward_params, prompts=prompts, run_dir=run_dir, mesh=mesh,
+                   iterations=iterations, seed=seed,
+                   ptx_batches=ptx_batches if config.ptx_coef else None,
+                   checkpoint_every=checkpoint_every, progress=show)
 
 
 def _prompts(comparisons, vocabulary, input_length: int, context_turns: int = 7) -> np.ndarray:
   """``[N, input_length]`` prompt tokens from the comparisons' contexts (PPO's rollout input)."""
-  from meena_jax import chat  # pylint: disable=import-outside-toplevel
-  contexts = chat.tokenize_contexts([list(c.context)[-context_turns:] for c in comparisons],
-                                    vocabulary, input_length)
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+  contexts = seqio_tasks.tokenize_contexts(
+      [list(c.context)[-context_turns:] for c in comparisons], vocabulary, input_length)
   prompts = np.zeros((len(contexts), input_length), np.int32)
   for row, (ids, _) in enumerate(contexts):
     prompts[row, :len(ids)] = ids
@@ -185,38 +189,40 @@ def evaluate_policies(*, model_config: ModelConfig, task, policies: dict,
   preference accuracy of each policy's implicit reward ``log pi - log pi_ref`` (DPO's eval;
   beta does not change it). Writes ``output`` (JSON, with the first answer to each prompt)."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
-  vocabulary = _vocabulary(task)
-  comparisons, data = _load(eval_file, vocabulary, input_length, target_length)
-  prompts = _prompts(comparisons, vocabulary, prompt_length or input_length)
-  if max_prompts:
-    comparisons, prompts = comparisons[:max_prompts], prompts[:max_prompts]
-  policy_model = Seq2Seq(model_config)
-  reference = evaluate.load_policy(reference_checkpoint, model_config, mesh)
-  rm_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
-  data = dpo.with_reference(policy_model, reference, data, mesh, batch_size)
-  result = {"eval_file": eval_file, "reference_checkpoint": reference_checkpoint,
-            "reward_checkpoint": reward_checkpoint, "prompt_length": prompt_length or input_length,
-            "max_length": max_length, "temperature": temperature, "seed": seed,
-            "reward_model_accuracy": rm.pairwise_accuracy(
-                rm.score(RewardModel(model_config), rm_params, data, mesh, batch_size),
-                data)["accuracy"],
-            "contexts": [list(c.context) for c in comparisons], "policies": {}}
-  for name, checkpoint in policies.items():
-    params = evaluate.load_policy(checkpoint, model_config, mesh)
-    sampled = evaluate.sample_and_score(
-        model_config, params, rm_params, prompts, mesh, reference_params=reference,
-        num_samples=num_samples, max_length=max_length, temperature=temperature,
-        batch_size=batch_size, seed=seed)
-    implicit = dpo.implicit_rewards(policy_model, params, data, mesh, batch_size, beta=1.0)
-    # The sampler never draws padding (0); EOS (1) ends an answer and 0s follow it.
-    answers = [vocabulary.decode([int(t) for t in row[0] if t > 1]) for row in sampled["tokens"]]
-    result["policies"][name] = {
-        "checkpoint": checkpoint, **evaluate.summarize(sampled),
-        "implicit_reward_accuracy": rm.pairwise_accuracy(implicit, data)["accuracy"],
-        "first_answers": answers, "first_answer_rewards": sampled["rewards"][:, 0].tolist()}
-    log.info("%s: %s", name, {k: v for k, v in result["policies"][name].items()
-                              if not isinstance(v, list)})
-  if output:
-    pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
-    pathlib.Path(output).write_text(json.dumps(result, indent=2) + "\n")
-  return result
+  with partitioning.activate(mesh):  # The mesh and axis rules for every program.
+    vocabulary = _vocabulary(task)
+    comparisons, data = _load(eval_file, vocabulary, input_length, target_length)
+    prompts = _prompts(comparisons, vocabulary, prompt_length or input_length)
+    if max_prompts:
+      comparisons, prompts = comparisons[:max_prompts], prompts[:max_prompts]
+    policy_model = Seq2Seq(model_config)
+    reference = evaluate.load_policy(reference_checkpoint, model_config, mesh)
+    rm_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
+    data = dpo.with_reference(policy_model, reference, data, mesh, batch_size)
+    result = {"eval_file": eval_file, "reference_checkpoint": reference_checkpoint,
+              "reward_checkpoint": reward_checkpoint,
+              "prompt_length": prompt_length or input_length,
+              "max_length": max_length, "temperature": temperature, "seed": seed,
+              "reward_model_accuracy": rm.pairwise_accuracy(
+                  rm.score(RewardModel(model_config), rm_params, data, mesh, batch_size),
+                  data)["accuracy"],
+              "contexts": [list(c.context) for c in comparisons], "policies": {}}
+    for name, checkpoint in policies.items():
+      params = evaluate.load_policy(checkpoint, model_config, mesh)
+      sampled = evaluate.sample_and_score(
+          model_config, params, rm_params, prompts, mesh, reference_params=reference,
+          num_samples=num_samples, max_length=max_length, temperature=temperature,
+          batch_size=batch_size, seed=seed)
+      implicit = dpo.implicit_rewards(policy_model, params, data, mesh, batch_size, beta=1.0)
+      # The sampler never draws padding (0); EOS (1) ends an answer and 0s follow it.
+      answers = [vocabulary.decode([int(t) for t in row[0] if t > 1]) for row in sampled["tokens"]]
+      result["policies"][name] = {
+          "checkpoint": checkpoint, **evaluate.summarize(sampled),
+          "implicit_reward_accuracy": rm.pairwise_accuracy(implicit, data)["accuracy"],
+          "first_answers": answers, "first_answer_rewards": sampled["rewards"][:, 0].tolist()}
+      log.info("%s: %s", name, {k: v for k, v in result["policies"][name].items()
+                                if not isinstance(v, list)})
+    if output:
+      pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
+      pathlib.Path(output).write_text(json.dumps(result, indent=2) + "\n")
+    return result

@@ -12,8 +12,8 @@ themselves contain turn markers; they stay part of the response). A line that ca
 stops the run naming ``file:line``.
 
 Tokens: contexts go through the training task's own turn joining and left truncation
-(``chat.tokenize_contexts``); responses are trimmed to ``target_length - 1`` pieces plus EOS. A
-batch element is one prompt with up to ``K`` responses, so all its ranked pairs meet in one
+(``seqio_tasks.tokenize_contexts``); responses are trimmed to ``target_length - 1`` pieces plus
+EOS. A batch element is one prompt with up to ``K`` responses, so all its ranked pairs meet in one
 element (InstructGPT's batching).
 """
 import dataclasses
@@ -130,10 +130,10 @@ def encode_comparisons(comparisons: Sequence[Comparison], vocabulary, input_leng
   """Numpy arrays, one row per prompt: ``encoder_input_tokens`` ``[N, input_length]``,
   ``responses`` ``[N, K, target_length]`` (EOS included, 0 after), ``ranks`` and ``valid``
   ``[N, K]``. K is the most responses of any prompt (or ``max_responses``)."""
-  from meena_jax import chat  # pylint: disable=import-outside-toplevel  # Imports TensorFlow.
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel  # TensorFlow.
   k = max_responses or max(len(c.responses) for c in comparisons)
-  contexts = chat.tokenize_contexts([list(c.context)[-context_turns:] for c in comparisons],
-                                    vocabulary, input_length)
+  contexts = seqio_tasks.tokenize_contexts(
+      [list(c.context)[-context_turns:] for c in comparisons], vocabulary, input_length)
   n = len(comparisons)
   arrays = {"encoder_input_tokens": np.zeros((n, input_length), np.int32),
             "responses": np.zeros((n, k, target_length), np.int32),

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from meena_jax import layers, partitioning
+from meena_jax import layers
 from meena_jax import state as state_lib
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
@@ -83,17 +83,15 @@ def reward(model: RewardModel, params, encoder_input_tokens, responses,
     encoder_input_tokens, responses = _flatten_responses(encoder_input_tokens, responses)
   inputs = jnp.pad(responses, ((0, 0), (1, 0)))  # [0, r_1, ..., EOS]: T + 1 positions.
   rngs = None if deterministic else {"dropout": dropout_key}
-  with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-    scores = model.apply({"params": params}, encoder_input_tokens, inputs,
-                         deterministic=deterministic, rngs=rngs)
+  scores = model.apply({"params": params}, encoder_input_tokens, inputs,
+                       deterministic=deterministic, rngs=rngs)
   at_eos = jnp.take_along_axis(scores, response_lengths(responses)[:, None], axis=1)[:, 0]
   return at_eos.reshape(shape)
 
 
 def values(model: RewardModel, params, encoder_input_tokens, tokens):
   """PPO values ``[B, T]``: V of the state before each of the ``[B, T]`` sampled tokens."""
-  with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-    return model.apply({"params": params}, encoder_input_tokens, shift_right(tokens))
+  return model.apply({"params": params}, encoder_input_tokens, shift_right(tokens))
 
 
 def sequence_log_probs(model: Seq2Seq, params, encoder_input_tokens, responses,
@@ -104,10 +102,8 @@ def sequence_log_probs(model: Seq2Seq, params, encoder_input_tokens, responses,
   if responses.ndim == 3:
     encoder_input_tokens, responses = _flatten_responses(encoder_input_tokens, responses)
   rngs = None if deterministic else {"dropout": dropout_key}
-  with nn.logical_axis_rules(partitioning.LOGICAL_AXIS_RULES):
-    logits = model.apply({"params": params}, encoder_input_tokens, shift_right(responses),
-                         decoder_target_tokens=responses, deterministic=deterministic,
-                         rngs=rngs)
+  logits = model.apply({"params": params}, encoder_input_tokens, shift_right(responses),
+                       decoder_target_tokens=responses, deterministic=deterministic, rngs=rngs)
   log_probs, entropy = losses.token_log_probs(logits, responses)
   mask = response_mask(responses)
   return (log_probs * mask).reshape(shape), (entropy * mask).reshape(shape)

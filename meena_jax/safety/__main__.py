@@ -96,7 +96,8 @@ def cmd_run(argv):
   if args.benign:
     rows += runner.read_benign(args.benign, args.benign_limit)
   try:
-    responder = cli.configured("load_responder", seed=args.seed)
+    responder = cli.configured("load_responder", seed=args.seed,
+                               compiler_options=cli.decoding_compiler_options())
     step = checkpoints.checkpoint_step(checkpoint)
   except checkpoints.CheckpointMismatchError as error:
     raise SystemExit(f"checkpoint does not match the gin model: {error}") from None

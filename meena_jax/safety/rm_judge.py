@@ -26,8 +26,9 @@ class RewardJudge:
     self._reward = jax.jit(lambda p, e, r: reward_model.reward(model, p, e, r))
 
   def _encode(self, prompts, answers):
-    from meena_jax import chat  # pylint: disable=import-outside-toplevel
-    contexts = chat.tokenize_contexts([[p] for p in prompts], self.vocabulary, self.input_length)
+    from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+    contexts = seqio_tasks.tokenize_contexts([[p] for p in prompts], self.vocabulary,
+                                             self.input_length)
     inputs = np.zeros((self.batch_size, self.input_length), np.int32)
     targets = np.zeros((self.batch_size, self.target_length), np.int32)
     for row, ((ids, _), answer) in enumerate(zip(contexts, answers)):

@@ -106,7 +106,7 @@ def run(responder, rows: Sequence[dict], output, *, mode: str = "sample", system
         input_filter: Optional[InputFilter] = None, progress: bool = True) -> dict:
   """Answers the rows of ``rows`` not yet in ``output``; returns counts."""
   import tqdm  # pylint: disable=import-outside-toplevel
-  from meena_jax import chat  # pylint: disable=import-outside-toplevel
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
   done = answered_ids(output)
   todo = [row for row in rows if row["id"] not in done]
   settings = {"mode": mode, "decoding": dataclasses.asdict(responder.config),
@@ -121,7 +121,7 @@ def run(responder, rows: Sequence[dict], output, *, mode: str = "sample", system
       contexts = [row.get("context") or [row["testcase"]] for row in batch]
       reasons = input_filter.screen([row["testcase"] for row in batch]) if input_filter else [
           None] * len(batch)
-      encoded = chat.tokenize_contexts(
+      encoded = seqio_tasks.tokenize_contexts(
           [c[-responder.context_turns:] for c in contexts], responder.vocabulary,
           responder.context_length)
       ask = [i for i, reason in enumerate(reasons) if reason is None]

@@ -52,9 +52,9 @@ def wrong_shardings(state, mesh, model) -> list[str]:
 
 
 def run_on(mesh, model, optimizer) -> dict:
-  """3 steps on ``mesh``, with the mesh in scope so activation constraints apply."""
+  """3 steps on ``mesh``, with the mesh and axis rules in scope as the trainer has them."""
   sharding = partitioning.batch_sharding(mesh)
-  with jax.set_mesh(mesh):
+  with partitioning.activate(mesh):
     abstract = state_lib.abstract_state(state_lib.abstract_params(model, mesh), optimizer)
     state = state_lib.create_state(model, optimizer, jax.random.key(0), abstract)
     step = train_step.jit_train_step(model, optimizer, state_lib.shardings(abstract), sharding)
