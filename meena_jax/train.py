@@ -6,10 +6,8 @@
 ``main``. The file reads in the order the run happens: mesh, data, state, restore, loop.
 """
 import dataclasses
-import json
 import logging
 import math
-import os
 import pathlib
 import sys
 import time
@@ -19,10 +17,10 @@ import jax
 import numpy as np
 import optax
 import tqdm
-from clu import metric_writers
 
 from meena_jax import checkpoints, input_pipeline, partitioning, token_store
 from meena_jax import state as state_lib
+from meena_jax import metrics_log as metrics_log_lib
 from meena_jax import train_step
 from meena_jax import eval as evaluation
 from meena_jax.config import ModelConfig
@@ -190,19 +188,13 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
 
     # --- Loop. Process 0 writes the metrics; every process saves its shards.
     records, window = [], _Window(start_step)
-    writer = metric_writers.create_default_writer(
-        model_dir / "tensorboard", just_logging=jax.process_index() > 0, asynchronous=False)
-    metrics_file = open(model_dir / "metrics.jsonl" if jax.process_index() == 0 else os.devnull,
-                        "a")  # pylint: disable=consider-using-with
+    metrics_log = metrics_log_lib.MetricsLog(model_dir)
     bar = tqdm.tqdm(total=train_steps, initial=start_step,
                     disable=not progress or jax.process_index() > 0,
                     desc="train", unit="step", dynamic_ncols=True)
 
     def emit(record):
-      records.append(record)
-      metrics_file.write(json.dumps(record) + "\n")
-      metrics_file.flush()
-      writer.write_scalars(record["step"], {k: v for k, v in record.items() if k != "step"})
+      records.append(metrics_log.write(record["step"], record))
 
     try:
       for step in range(start_step + 1, train_steps + 1):
@@ -233,8 +225,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
         bar.update(1)
     finally:
       bar.close()
-      writer.close()
-      metrics_file.close()
+      metrics_log.close()
       manager.wait_until_finished()
     return records
 

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from meena_jax import checkpoints, decoding, input_pipeline, partitioning
+from meena_jax import metrics_log as metrics_log_lib
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 from meena_jax.posttrain import losses, preference_training, reward_model
@@ -250,7 +251,7 @@ def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, referenc
   steps_per_iteration = config.epochs * config.minibatches
   ptx = ptx_batches(start * steps_per_iteration) if ptx_batches is not None else None
   rollout_key, update_key = jax.random.split(jax.random.key(seed))
-  metrics_log, records = preference_training.MetricsLog(run_dir), []
+  metrics_log, records = metrics_log_lib.MetricsLog(run_dir), []
   try:
     for iteration in range(start, iterations):
       started = time.perf_counter()

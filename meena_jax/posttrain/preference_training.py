@@ -7,7 +7,6 @@ The reward model and DPO differ only in the loss (``loss(params, batch, key) -> 
 and PPO use Adam; Meena's Adafactor scales steps by parameter size, which fine-tuning learning
 rates are not quoted in). Batches are rows of ``preference_data.encode_comparisons`` arrays.
 """
-import json
 import logging
 import math
 import pathlib
@@ -19,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from clu import metric_writers
 
 from meena_jax import checkpoints, input_pipeline, partitioning
 from meena_jax import state as state_lib
+from meena_jax import metrics_log as metrics_log_lib
 from meena_jax.state import TrainState
 
 log = logging.getLogger("meena_jax.posttrain")
@@ -64,29 +63,6 @@ def _batch_order(rows: int, batch_size: int, epochs: int, seed: int) -> list:
   return order
 
 
-class MetricsLog:
-  """``metrics.jsonl`` plus TensorBoard (CLU writers, as in ``train.py``) for a run directory."""
-
-  def __init__(self, run_dir):
-    run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    self._writer = metric_writers.create_default_writer(
-        run_dir / "tensorboard", just_logging=jax.process_index() > 0, asynchronous=False)
-    self._file = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
-
-  def write(self, step: int, record: dict):
-    record = {"step": step, **record}
-    self._file.write(json.dumps(record) + "\n")
-    self._file.flush()
-    self._writer.write_scalars(step, {k: v for k, v in record.items()
-                                      if k != "step" and isinstance(v, (int, float))})
-    return record
-
-  def close(self):
-    self._writer.close()
-    self._file.close()
-
-
 def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
         batch_size: int, epochs: int, learning_rate: float, seed: int = 0,
         log_every: int = 10, checkpoint_every: int = 0, keep_checkpoints: int = 2,
@@ -125,7 +101,7 @@ def fit(loss: Callable, params, params_shardings, data: dict, *, run_dir, mesh,
   replicated = partitioning.replicated(mesh)
   step = jax.jit(step, in_shardings=(shardings, partitioning.batch_sharding(mesh), replicated),
                  out_shardings=(shardings, replicated), donate_argnums=(0,))
-  metrics_log, records = MetricsLog(run_dir), []
+  metrics_log, records = metrics_log_lib.MetricsLog(run_dir), []
   key, sums, steps, started = jax.random.key(seed), None, 0, time.perf_counter()
   checkpoint_every = checkpoint_every or len(order)
   bar = tqdm.tqdm(total=len(order), initial=int(state.step), desc=pathlib.Path(run_dir).name,
