@@ -47,18 +47,23 @@ def main():
   rng = np.random.default_rng(0)
   prompts = rng.integers(2, args.vocab, (4 * args.rollout_batch, args.ctx_len)).astype(np.int32)
 
-  def ptx_batches(start):
-    while True:
+  class RandomPtx:
+    """Dense random pretraining batches (``ppo.run``'s ``ptx_input``; nothing to resume)."""
+
+    def __next__(self):
       targets = rng.integers(2, args.vocab, (args.ptx_batch, args.resp_len)).astype(np.int32)
-      yield {"encoder_input_tokens": rng.integers(2, args.vocab, (args.ptx_batch, args.ctx_len)
-                                                  ).astype(np.int32),
-             "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-             "decoder_target_tokens": targets}
+      return {"encoder_input_tokens": rng.integers(2, args.vocab, (args.ptx_batch, args.ctx_len)
+                                                   ).astype(np.int32),
+              "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
+              "decoder_target_tokens": targets}
+
+    def state(self):
+      return {}
 
   records = ppo.run(model_config=cfg, config=config, policy_params=policy,
                     reference_params=policy, value_params=value, rm_params=value,
                     prompts=prompts, run_dir=tempfile.mkdtemp(), mesh=partitioning.make_mesh(),
-                    iterations=args.iterations + 1, ptx_batches=ptx_batches,
+                    iterations=args.iterations + 1, ptx_input=RandomPtx(), progress=False,
                     checkpoint_every=10 ** 9)
   first, timed = records[0], records[1:]
   results = {part: common.summary([r[f"{part}_s"] for r in timed])

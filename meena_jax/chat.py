@@ -115,9 +115,11 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
                    vocab_file: Optional[str] = None, context_length: int = 128,
                    context_turns: int = 7, batch_size: int = 8, seed: int = 0,
                    mesh_data: int = -1, mesh_model: int = 1,
-                   compiler_options: Optional[dict] = None) -> Responder:
+                   compiler_options: Optional[dict] = None,
+                   checkpoint_subtree: str = "") -> Responder:
   """A ``Responder`` over ``checkpoint``'s parameters (a run directory or one of its
-  ``checkpoints/<step>``). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s.
+  ``checkpoints/<step>``; ``checkpoint_subtree``: where the train state sits in a run that
+  saves several, e.g. ``policy`` for a PPO run). The vocabulary is ``vocab_file``'s, else the SeqIO ``task``'s.
   The parameters and the searches live on a ``(mesh_data, mesh_model)`` mesh of this host's
   devices (``python -m meena_jax compile`` compiles exactly this sampler for a TPU host);
   ``compiler_options`` are XLA's for this platform (the commands pass
@@ -135,7 +137,7 @@ def load_responder(*, model_config: ModelConfig, checkpoint: str,
                      f"ModelConfig.vocab_size is {model_config.vocab_size}")
   model = Seq2Seq(model_config)
   mesh = partitioning.make_mesh(mesh_data, mesh_model, jax.local_devices())
-  params = checkpoints.load_params(checkpoint, model, mesh)
+  params = checkpoints.load_params(checkpoint, model, mesh, checkpoint_subtree)
   return Responder(model, params, vocabulary, decoding_config, context_length=context_length,
                    context_turns=context_turns, batch_size=batch_size, seed=seed, mesh=mesh,
                    compiler_options=compiler_options)

@@ -137,15 +137,17 @@ def check_matches(stored: dict, expected: dict, where: str):
         f"but not in the configured model ({len(extra)} such)")
 
 
-def load_params(checkpoint, model, mesh=None):
+def load_params(checkpoint, model, mesh=None, subtree: str = ""):
   """The parameters of a checkpoint, checked against ``model`` and placed on ``mesh``
   (replicated on the default device when None): ``load``'s parameters."""
-  return load(checkpoint, model, mesh)[0]
+  return load(checkpoint, model, mesh, subtree)[0]
 
 
-def load(checkpoint, model, mesh=None) -> tuple:
+def load(checkpoint, model, mesh=None, subtree: str = "") -> tuple:
   """(parameters, step) of a checkpoint. Only the parameters are read, not optimizer state:
-  ``params`` of a training (or reward-model) state, ``policy/params`` of a PPO run's.
+  ``params`` of the train state at ``subtree`` of the saved state (``""``: the top, as the
+  trainer, the reward model and DPO save it; a run with several states names one, keys joined
+  by ``/``: PPO's policy is ``"policy"``).
 
   ``checkpoint`` is a run directory (its newest readable checkpoint: an unreadable one gets one
   warning line naming it and the cause, and the one before it is tried, as in training), its
@@ -155,7 +157,7 @@ def load(checkpoint, model, mesh=None) -> tuple:
   candidates, failure = state_dirs(checkpoint), None
   for state_dir in candidates:
     try:
-      params = _read_params(state_dir, model, mesh)
+      params = _read_params(state_dir, model, mesh, tuple(k for k in subtree.split("/") if k))
     except CheckpointMismatchError:
       raise
     except Exception as error:  # pylint: disable=broad-except  # Orbax raises many kinds.
@@ -169,18 +171,40 @@ def load(checkpoint, model, mesh=None) -> tuple:
                                   f"{failure})")
 
 
-def _read_params(state_dir: pathlib.Path, model, mesh):
-  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
-  metadata = checkpointer.metadata(state_dir)
+def state_keys(checkpoint) -> list:
+  """The top-level keys of the newest readable checkpoint's saved state (``params``,
+  ``opt_state``, ``step`` for one train state; a trainer with several names them)."""
+  for state_dir in state_dirs(checkpoint):
+    tree = _metadata_tree(state_dir)
+    if isinstance(tree, dict) and tree:
+      return sorted(tree)
+  raise UnreadableCheckpointError(f"no readable checkpoint metadata in {checkpoint}")
+
+
+def _metadata_tree(state_dir: pathlib.Path):
+  metadata = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).metadata(state_dir)
   tree = getattr(metadata, "item_metadata", metadata)
-  tree = getattr(tree, "tree", tree)
-  prefix = ("policy",) if isinstance(tree, dict) and "policy" in tree else ()
-  for key in prefix:
-    tree = tree[key]
+  return getattr(tree, "tree", tree)
+
+
+def _read_params(state_dir: pathlib.Path, model, mesh, prefix: tuple):
+  checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+  tree = _metadata_tree(state_dir)
   if not tree:  # orbax logs a warning and returns no metadata for a corrupt tree.
     raise UnreadableCheckpointError(f"{state_dir}: its metadata cannot be read")
+  for depth, key in enumerate(prefix):
+    if not isinstance(tree, dict) or key not in tree:
+      raise CheckpointMismatchError(
+          f"{state_dir}: no {'/'.join(prefix[:depth + 1])} in the saved state (its top level "
+          f"holds {', '.join(sorted(_metadata_tree(state_dir)))})")
+    tree = tree[key]
   if not isinstance(tree, dict) or "params" not in tree:
-    raise CheckpointMismatchError(f"{state_dir}: not a meena_jax train state (no 'params')")
+    where = "/".join(prefix) or "the top level of the saved state"
+    keys = ", ".join(sorted(tree)) if isinstance(tree, dict) else type(tree).__name__
+    raise CheckpointMismatchError(
+        f"{state_dir}: no 'params' at {where} (it holds {keys}): not a train state, or one "
+        f"inside a larger state whose subtree must be named (a PPO run's policy: \"policy\"; "
+        f"in chat, --gin.load_responder.checkpoint_subtree=\"'policy'\")")
   expected = state_lib.abstract_params(model, mesh)
   check_matches(tree["params"], expected, str(state_dir))
   if mesh is None:

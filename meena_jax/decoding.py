@@ -337,11 +337,6 @@ def beam_search(model: Seq2Seq, params, encoder_input_tokens, *, beam_size: int 
 # Compiled entry points.
 
 
-def param_shardings(model: Seq2Seq, mesh):
-  """``NamedSharding``s of the model's parameters under the training axis rules."""
-  return state_lib.shardings(state_lib.abstract_params(model, mesh))
-
-
 def jit_on_mesh(fn: Callable, mesh=None, in_shardings=None, out_shardings=None,
                 compiler_options: Optional[dict] = None):
   """``fn`` jitted; with a ``mesh``, placed by the given shardings (arguments not covered keep
@@ -376,7 +371,7 @@ def compile_search(search: Callable, model: Seq2Seq, mesh=None,
 def search_shardings(model: Seq2Seq, mesh, with_key: bool = True) -> tuple:
   """In-shardings of ``(params, encoder_input_tokens[, key])``: parameters by the rules,
   contexts split over ``data``, the key replicated."""
-  return ((param_shardings(model, mesh), partitioning.batch_sharding(mesh))
+  return ((state_lib.param_shardings(model, mesh), partitioning.batch_sharding(mesh))
           + ((partitioning.replicated(mesh),) if with_key else ()))
 
 

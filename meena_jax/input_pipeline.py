@@ -139,6 +139,20 @@ class TrainInput:
       iterator.set_state(saved[str(shard)])
 
 
+def epoch_rows(sources: list, row_lengths: dict, packing_bins: int = 64) -> int:
+  """Rows of ``row_lengths`` that one pass over the sources' examples fills, packed first-fit
+  as ``TrainInput`` packs them (in store order; a shuffled pass fills within a few rows of
+  it): an epoch counted in the trainer's rows."""
+  rows = 0
+  for store, _ in sources:
+    stream = grain.MapDataset.source(store).to_iter_dataset(
+        grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
+    rows += sum(1 for _ in grain.experimental.FirstFitPackIterDataset(
+        stream, length_struct=dict(row_lengths), num_packing_bins=packing_bins,
+        shuffle_bins=False))
+  return rows
+
+
 def _gather_text(text: str) -> list:
   """Every process's ``text`` (one JSON object each), on every process."""
   if jax.process_count() == 1:

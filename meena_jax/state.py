@@ -124,6 +124,12 @@ def shardings(tree):
   return jax.tree_util.tree_map(lambda leaf: leaf.sharding, tree)
 
 
+def param_shardings(module: nn.Module, mesh: jax.sharding.Mesh):
+  """The ``NamedSharding`` of every parameter of ``module`` on ``mesh`` (what ``jax.jit`` and
+  ``jax.device_put`` take)."""
+  return shardings(abstract_params(module, mesh))
+
+
 def create_state(module: nn.Module, optimizer: optax.GradientTransformation, rng,
                  abstract: TrainState) -> TrainState:
   """A fresh state born with ``abstract``'s shardings: the init is jitted with them as output
@@ -133,6 +139,15 @@ def create_state(module: nn.Module, optimizer: optax.GradientTransformation, rng
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       opt_state=optimizer.init(params))
   return jax.jit(init, out_shardings=shardings(abstract))(rng)
+
+
+def state_from_params(params, optimizer: optax.GradientTransformation,
+                      abstract: TrainState) -> TrainState:
+  """A step-0 state over given ``params`` (a checkpoint's, a reward model's), fresh optimizer
+  slots, placed by ``abstract``'s shardings."""
+  init = lambda p: TrainState(step=jnp.zeros((), jnp.int32), params=p,  # pylint: disable=unnecessary-lambda-assignment
+                              opt_state=optimizer.init(p))
+  return jax.jit(init, out_shardings=shardings(abstract))(params)
 
 
 def bytes_per_device(tree) -> int:

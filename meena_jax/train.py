@@ -10,47 +10,20 @@ import logging
 import math
 import pathlib
 import sys
-import time
 from typing import Any, Callable, Optional
 
 import jax
 import numpy as np
 import optax
-import tqdm
 
-from meena_jax import checkpoints, input_pipeline, partitioning, token_store
+from meena_jax import checkpoints, input_pipeline, loop, partitioning, token_store
 from meena_jax import state as state_lib
-from meena_jax import metrics_log as metrics_log_lib
 from meena_jax import train_step
 from meena_jax import eval as evaluation
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 
 log = logging.getLogger("meena_jax.train")
-
-
-class NonFiniteLossError(RuntimeError):
-  """The loss or gradient norm stopped being finite; the message names the step range."""
-
-
-@dataclasses.dataclass
-class _Window:
-  """Metric sums since the last log line (device arrays until fetched); wall time includes
-  input, so tokens/s is what the run achieves."""
-  first_step: int
-  started: float = dataclasses.field(default_factory=time.perf_counter)
-  sums: Optional[dict] = None
-  steps: int = 0
-  fill: list = dataclasses.field(default_factory=list)  # input_pipeline.fill of each batch.
-
-
-def _fetch(window: _Window) -> dict:
-  sums = {k: float(v) for k, v in jax.device_get(window.sums).items()}
-  if not all(math.isfinite(v) for v in sums.values()):
-    raise NonFiniteLossError(
-        f"loss or gradient became non-finite between steps {window.first_step + 1} and "
-        f"{window.first_step + window.steps}: {sums}")
-  return sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,21 +121,16 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
                    adafactor_min_dim_to_factor=adafactor_min_dim_to_factor,
                    packed_input_length=packed_input_length,
                    packed_target_length=packed_target_length)
-    model, schedule = run.model, run.schedule
-    state = state_lib.create_state(model, run.optimizer, jax.random.key(seed), run.state)
 
     # --- Restore, in order: (1) the newest readable checkpoint in model_dir, (2) the
-    # parameters of init_checkpoint, (3) from scratch.
-    manager = checkpoints.checkpoint_manager(model_dir, keep_checkpoints)
-    restored = checkpoints.restore_latest(manager, run.state)
-    data_position = None
-    if restored is not None:
-      state, data_position = restored
-      log.info("resumed at step %d (batch %d) from %s", int(state.step),
-               data_position["batches"], manager.directory / str(int(state.step)))
-    elif init_checkpoint:
-      state = state.replace(params=checkpoints.load_params(init_checkpoint, model, mesh))
-      log.info("parameters from %s; step and optimizer fresh", init_checkpoint)
+    # parameters of init_checkpoint, (3) from scratch; the state is born sharded.
+    def init():
+      state = state_lib.create_state(run.model, run.optimizer, jax.random.key(seed), run.state)
+      if init_checkpoint:
+        log.info("parameters from %s; step and optimizer fresh", init_checkpoint)
+        state = state.replace(params=checkpoints.load_params(init_checkpoint, run.model, mesh))
+      return state
+    manager, state, position = loop.start(model_dir, run.state, init, keep_checkpoints)
     start_step = int(state.step)
 
     # --- Data, continued where the checkpoint left it (a saved position: no replay).
@@ -173,93 +141,58 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
         sources, batch_size, {"inputs": packed_input_length or input_length,
                             "targets": packed_target_length or target_length},
         seed=seed, input_shards=input_shards, packing_bins=packing_bins)
-    _continue_input(batches, data_position, start_step)
+    loop.continue_input(batches, position, start_step)
 
     # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.
     base_key = jax.random.key(seed + 1)
     compiled = run.train_step.lower(run.state, run.train_batch, run.key).compile()
     flops_per_step = float((compiled.cost_analysis() or {}).get("flops", 0.0))
 
+    def step(state, number):
+      del number  # The dropout key folds in state.step.
+      host_batch = next(batches)
+      state, metrics = compiled(state, input_pipeline.to_global(host_batch, mesh), base_key)
+      return state, {**metrics, **input_pipeline.fill(host_batch)}
+
+    def summarize(number, sums, steps, seconds):
+      return _record(sums, steps, seconds, run.schedule(np.int32(number)), flops_per_step,
+                     peak_flops_per_device)
+
     # --- Evaluation: the same `evaluate` as `python -m meena_jax eval`, batches read once.
-    if eval_every:
-      score_fn = run.score
-      eval_batches = evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
-                                                  input_length, target_length)
+    eval_batches = (evaluation.host_eval_batches(task, eval_split, eval_batch_size or batch_size,
+                                                 input_length, target_length)
+                    if eval_every else None)
 
-    # --- Loop. Process 0 writes the metrics; every process saves its shards.
-    records, window = [], _Window(start_step)
-    metrics_log = metrics_log_lib.MetricsLog(model_dir)
-    bar = tqdm.tqdm(total=train_steps, initial=start_step,
-                    disable=not progress or jax.process_index() > 0,
-                    desc="train", unit="step", dynamic_ncols=True)
+    def evaluate(state):
+      result = evaluation.evaluate(run.score, state.params, eval_batches, mesh)
+      return {"eval_loss": result["loss"], "eval_perplexity": result["perplexity"],
+              "eval_s": result["seconds"]}
 
-    def emit(record):
-      records.append(metrics_log.write(record["step"], record))
-
-    try:
-      for step in range(start_step + 1, train_steps + 1):
-        host_batch = next(batches)
-        window.fill.append(input_pipeline.fill(host_batch))
-        batch = input_pipeline.to_global(host_batch, mesh)
-        state, metrics = compiled(state, batch, base_key)
-        window.sums = metrics if window.sums is None else jax.tree_util.tree_map(
-            lambda a, b: a + b, window.sums, metrics)
-        window.steps += 1
-        is_checkpoint = step % checkpoint_every == 0 or step == train_steps
-        if step % log_every == 0 or is_checkpoint:
-          sums = _fetch(window)  # Blocks on the device; raises before a bad state is saved.
-          record = _record(step, sums, window, schedule, flops_per_step,
-                           peak_flops_per_device)
-          emit(record)
-          bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{record['tokens_per_s']:.0f}",
-                          fill=f"{record['input_fill']:.2f}/{record['target_fill']:.2f}")
-          window = _Window(step)
-        if is_checkpoint:
-          checkpoints.save(manager, step, state,
-                           {"batches": step, "seed": seed, "input": batches.state()})
-        if eval_every and (step % eval_every == 0 or step == train_steps):
-          result = evaluation.evaluate(score_fn, state.params, eval_batches, mesh)
-          emit({"step": step, "eval_loss": result["loss"],
-                "eval_perplexity": result["perplexity"], "eval_s": result["seconds"]})
-          bar.set_postfix(eval_ppl=f"{result['perplexity']:.1f}")
-        bar.update(1)
-    finally:
-      bar.close()
-      metrics_log.close()
-      manager.wait_until_finished()
+    # --- The loop; every process saves its shards, process 0 writes the metrics.
+    _, records = loop.run(
+        step, state, first_step=start_step, manager=manager, run_dir=model_dir,
+        cadence=loop.Cadence(train_steps, log_every, checkpoint_every, eval_every,
+                             keep_checkpoints),
+        summarize=summarize, evaluate=evaluate if eval_every else None, progress=progress,
+        position=lambda number: {"batches": number, "seed": seed, "input": batches.state()},
+        shown=("loss", "tokens_per_s", "target_fill", "eval_perplexity"))
     return records
 
 
-def _continue_input(batches: input_pipeline.TrainInput, data_position: Optional[dict],
-                    start_step: int):
-  """Moves the input to where the checkpoint left it: its saved position, in constant time.
-  A checkpoint without one (written before positions were saved) is replayed batch by batch."""
-  if data_position is None:
-    return
-  if "input" in data_position:
-    batches.restore(data_position["input"])
-    return
-  log.warning("the checkpoint at step %d has no input position (an older run): replaying %d "
-              "batches to reach it", start_step, start_step)
-  for _ in tqdm.trange(start_step, desc="replay input", unit="batch", mininterval=5.0):
-    next(batches)
-
-
-def _record(step, sums, window, schedule, flops_per_step, peak_flops) -> dict:
+def _record(sums, steps, seconds, learning_rate, flops_per_step, peak_flops) -> dict:
   """One log line: loss and perplexity are token-weighted over the window's steps; fill is the
   share of real tokens in the packed rows (host-side). XLA's FLOP count is the program one
   device runs, so TFLOP/s and MFU are per device."""
   loss = sums["loss_sum"] / max(sums["token_count"], 1.0)
-  seconds = time.perf_counter() - window.started
-  seconds_per_step = seconds / window.steps
-  record = {"step": step, "loss": loss, "perplexity": math.exp(min(loss, 50.0)),
-            "learning_rate": float(schedule(np.int32(step))),
+  seconds_per_step = seconds / steps
+  record = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)),
+            "learning_rate": float(learning_rate),
             "tokens_per_s": sums["token_count"] / seconds,
             "step_s": seconds_per_step,
-            "grad_norm": sums["grad_norm"] / window.steps,
-            "param_norm": sums["param_norm"] / window.steps,
+            "grad_norm": sums["grad_norm"] / steps,
+            "param_norm": sums["param_norm"] / steps,
             "tflops_per_device": flops_per_step / seconds_per_step / 1e12,
-            **{k: float(np.mean([f[k] for f in window.fill])) for k in window.fill[0]}}
+            **{k: sums[k] / steps for k in ("input_fill", "target_fill", "examples_per_row")}}
   if peak_flops:
     record["mfu"] = flops_per_step / seconds_per_step / peak_flops
   return record

@@ -63,6 +63,21 @@ def init_params(cfg: ModelConfig, seed: int = 0):
   return nn.unbox(variables)["params"]
 
 
+def memory_train_input(vocab_size: int, batch_size: int, row_lengths: dict, *, seed: int = 0,
+                       examples: int = 64):
+  """A real ``input_pipeline.TrainInput`` (packing, saveable position) over ``examples``
+  random in-memory examples of 2 to 6 tokens a side: pretraining batches without a task."""
+  from meena_jax import input_pipeline, token_store  # pylint: disable=import-outside-toplevel
+  rng = np.random.default_rng(1234)
+  tokens, offsets = {}, {}
+  for feature in token_store.FEATURES:
+    lengths = rng.integers(2, 7, examples)
+    tokens[feature] = rng.integers(2, vocab_size, int(lengths.sum())).astype(np.int32)
+    offsets[feature] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+  store = token_store.TokenStore(tokens=tokens, offsets=offsets, path="memory")
+  return input_pipeline.TrainInput([(store, 1.0)], batch_size, row_lengths, seed=seed)
+
+
 @pytest.fixture(scope="session")
 def chitchat_dir(tmp_path_factory) -> str:
   """A data directory with chitchat prepared (~30 s). Modules using it carry

@@ -57,3 +57,67 @@ def test_a_command_missing_its_extra_names_the_extra(monkeypatch):
   with pytest.raises(SystemExit, match=r"^error: posttrain needs rlax, which is not installed: "
                                        r"pip install 'meena_jax\[posttrain\]'"):
     commands.main(["posttrain", "rm_eval", "--gin_file=gin/posttrain/rm_et_tiny_hh.gin"])
+
+
+def _module_level_imports(path, package_dirs: dict) -> set:
+  """The project modules ``path`` imports when it is imported: top-level import statements
+  (and those inside top-level ``try``/``if`` blocks other than ``if __name__ == ...``), not
+  the deferred ones inside functions."""
+  import ast  # pylint: disable=import-outside-toplevel
+  names = set()
+
+  def visit(statements):
+    for node in statements:
+      if isinstance(node, ast.Import):
+        names.update(alias.name for alias in node.names)
+      elif isinstance(node, ast.ImportFrom) and node.module:
+        names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        names.add(node.module)
+      elif isinstance(node, ast.If) and "__name__" not in ast.unparse(node.test):
+        visit(node.body + node.orelse)
+      elif isinstance(node, ast.Try):
+        visit(node.body + node.orelse + node.finalbody)
+
+  visit(ast.parse(path.read_text()).body)
+  return {name for name in names if _module_path(name, package_dirs) is not None}
+
+
+def _module_path(name: str, package_dirs: dict):
+  package, _, rest = name.partition(".")
+  if package not in package_dirs:
+    return None
+  base = package_dirs[package].joinpath(*rest.split(".")) if rest else package_dirs[package]
+  for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+    if candidate.is_file():
+      return candidate
+  return None
+
+
+def test_the_import_graph_has_no_cycle():
+  import pathlib  # pylint: disable=import-outside-toplevel
+  root = pathlib.Path(cli.REPO_ROOT)
+  package_dirs = {"meena_jax": root / "meena_jax", "meena_tasks": root / "tasks"}
+  graph = {}
+  for package, directory in package_dirs.items():
+    for path in directory.rglob("*.py"):
+      parts = path.relative_to(directory).with_suffix("").parts
+      parts = parts[:-1] if parts[-1] == "__init__" else parts
+      graph[".".join((package, *parts))] = _module_level_imports(path, package_dirs)
+  assert len(graph) > 60 and "meena_jax.checkpoints" in graph["meena_jax.loop"]
+  state, stack = {}, []
+
+  def visit(module):  # Depth-first; a module met again while on the stack closes a cycle.
+    state[module] = "open"
+    stack.append(module)
+    for target in sorted(graph.get(module, ())):
+      if state.get(target) == "open":
+        raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(target):]
+                                                             + [target]))
+      if target not in state:
+        visit(target)
+    stack.pop()
+    state[module] = "done"
+
+  for module in sorted(graph):
+    if module not in state:
+      visit(module)

@@ -16,6 +16,7 @@ SCRIPT = textwrap.dedent("""
     import flax.linen as nn
     import jax, jax.numpy as jnp, numpy as np
     from meena_jax import decoding, partitioning
+    from meena_jax import state as state_lib
     from meena_jax.model import Seq2Seq
     from tests.conftest import TINY
 
@@ -28,7 +29,7 @@ SCRIPT = textwrap.dedent("""
     contexts = rng.integers(2, 64, (4, 7)).astype(np.int32)
     contexts[1, 3:] = 0
     mesh = partitioning.make_mesh(data=4, model=2)
-    sharded = jax.device_put(params, decoding.param_shardings(model, mesh))
+    sharded = jax.device_put(params, state_lib.param_shardings(model, mesh))
     out = {}
     for name, search, settings, extra in [
         ("sample", decoding.sample, dict(num_samples=3, max_length=6), (jax.random.key(3),)),

@@ -13,7 +13,7 @@ import pytest
 from meena_jax import checkpoints, partitioning
 from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import ppo, reward_model
-from tests.conftest import TINY
+from tests.conftest import TINY, memory_train_input
 
 # The Transformer block compiles ~2.5x faster than the ET on CPU; the post-training code only
 # sees `Seq2Seq`, and the ET is exercised where the reward is read.
@@ -22,16 +22,9 @@ CONFIG = ppo.PPOConfig(beta=0.02, ptx_coef=0.5, rollout_batch=32, minibatches=2,
                        max_length=4, policy_learning_rate=3e-3, value_learning_rate=3e-3)
 
 
-def ptx_batches(start):
-  """Synthetic pretraining batches (2 rows), the ``start``-th onwards."""
-  index = start
-  while True:
-    rng = np.random.default_rng(index)
-    targets = rng.integers(2, CFG.vocab_size, (2, 6)).astype(np.int32)
-    yield {"encoder_input_tokens": rng.integers(2, CFG.vocab_size, (2, 8)).astype(np.int32),
-           "decoder_input_tokens": np.pad(targets, ((0, 0), (1, 0)))[:, :-1],
-           "decoder_target_tokens": targets}
-    index += 1
+def ptx_input():
+  """Pretraining batches of 2 packed rows (a fresh reader, as a restarted process makes)."""
+  return memory_train_input(CFG.vocab_size, 2, {"inputs": 8, "targets": 6})
 
 
 @pytest.fixture(scope="module")
@@ -44,27 +37,28 @@ def setup():
 
 
 class Crash(Exception):
-  """Raised from the progress callback to stop a run as a crash would."""
+  """Raised from the record callback to stop a run as a crash would."""
 
 
 def crash_at(step):
-  def progress(record):
+  def on_record(record):
     if record["step"] == step:
       raise Crash(step)
-  return progress
+  return on_record
 
 
 def test_three_iterations_raise_the_reward_and_a_crashed_run_resumes_exactly(setup, tmp_path):
   policy, rm, prompts, mesh = setup
   kwargs = dict(model_config=CFG, config=CONFIG, policy_params=policy, reference_params=policy,
                 value_params=rm, rm_params=rm, prompts=prompts, run_dir=tmp_path, mesh=mesh,
-                iterations=3, seed=0, ptx_batches=ptx_batches, checkpoint_every=2)
+                iterations=3, seed=0, checkpoint_every=2)
   # The run "crashes" after iteration 3 is logged but before it is checkpointed; the restarted
-  # run restores iteration 2 and must redo iteration 3 exactly. Both runs have the same
-  # settings, so the second compiles nothing new (the persistent cache holds its programs).
+  # run restores iteration 2 and its pretraining input's position, and must redo iteration 3
+  # exactly. Both runs have the same settings, so the second compiles nothing new (the
+  # persistent cache holds its programs).
   with pytest.raises(Crash):
-    ppo.run(progress=crash_at(3), **kwargs)
-  resumed = ppo.run(**kwargs)
+    ppo.run(on_record=crash_at(3), ptx_input=ptx_input(), **kwargs)
+  resumed = ppo.run(ptx_input=ptx_input(), **kwargs)
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["step"] for r in records] == [1, 2, 3, 3] and resumed == records[3:]
   timings = ("rollout_s", "score_s", "update_s")
@@ -74,7 +68,10 @@ def test_three_iterations_raise_the_reward_and_a_crashed_run_resumes_exactly(set
   # The RM's reward of the policy's answers to its own rollout prompts, before and after, on
   # the same 4 x 32 sampling keys (one iteration's batch alone is too noisy to compare).
   trainer = ppo.Trainer(CFG, CONFIG, mesh, iterations=1)
-  trained = checkpoints.load_params(tmp_path, Seq2Seq(CFG))  # Reads the PPO state's policy.
+  trained = checkpoints.load_params(tmp_path, Seq2Seq(CFG), subtree=ppo.POLICY)
+  with pytest.raises(checkpoints.CheckpointMismatchError,
+                     match="no 'params' at the top level .*holds iteration, policy, value"):
+    checkpoints.load_params(tmp_path, Seq2Seq(CFG))  # The subtree is named, never guessed.
 
   def mean_reward(params):
     rewards = []

@@ -1,24 +1,18 @@
 """SFT through the ordinary trainer: a run started from a checkpoint's parameters continues
-from its loss (not from scratch), with a cosine schedule; epochs become steps.
-
-Needs ``train(init_checkpoint=..., lr_schedule=...)`` (the small patch described in the
-post-training notes); skipped until ``train`` has them."""
+from its loss (not from scratch), with a cosine schedule; epochs become steps of the trainer's
+packed rows."""
 import dataclasses
-import inspect
+import math
 
 import pytest
 
-from meena_jax import train
+from meena_jax import input_pipeline, token_store, train
 from meena_jax.posttrain import commands
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY
 from tests.conftest import TOKEN_CACHE
 
-pytestmark = [
-    pytest.mark.xdist_group("chitchat"),
-    pytest.mark.skipif("init_checkpoint" not in inspect.signature(train.train).parameters,
-                       reason="train() has no init_checkpoint yet (see the post-training "
-                              "notes for the patch)")]
+pytestmark = pytest.mark.xdist_group("chitchat")
 CFG = dataclasses.replace(TINY, vocab_size=4000)
 
 
@@ -44,8 +38,24 @@ def test_sft_starts_from_the_checkpoint_and_decays_to_zero(chitchat_dir, tmp_pat
 
 def test_epochs_become_steps_over_the_packed_rows(chitchat_dir):
   task = seqio_tasks.get_task("chitchat", chitchat_dir)
-  one = commands.sft_steps(task=task, epochs=1, batch_size=32, input_length=32,
-                           target_length=16, split="validation")
-  two = commands.sft_steps(task=task, epochs=2, batch_size=32, input_length=32,
-                           target_length=16, split="validation")
+  kwargs = dict(task=task, batch_size=32, input_length=32, target_length=16,
+                split="validation", data_cache_dir=TOKEN_CACHE)
+  one = commands.sft_steps(epochs=1, **kwargs)
+  two = commands.sft_steps(epochs=2, **kwargs)
   assert one > 1 and two in (2 * one - 1, 2 * one)
+  # The rows are the trainer's: one pass of TrainInput's packer fills them (within a few rows,
+  # its order being shuffled), and rows four times as long hold about four times as much.
+  lengths = {"inputs": 32, "targets": 16}
+  sources = token_store.tokenized_sources(task, "validation", lengths, TOKEN_CACHE)
+  rows = input_pipeline.epoch_rows(sources, lengths)
+  shuffled = input_pipeline.TrainInput(sources, 1, lengths, seed=0)
+  examples = len(sources[0][0])
+  seen, count = 0, 0
+  while seen < examples:
+    seen += int(next(shuffled)["decoder_segment_ids"].max())
+    count += 1
+  assert abs(count - rows) <= max(2, rows // 50) and one == math.ceil(rows / 32)
+  print(f"rows {rows}, shuffled pass {count}")
+  long_rows = input_pipeline.epoch_rows(sources, {"inputs": 128, "targets": 64})
+  print(f"rows of 32/16: {rows}, of 128/64: {long_rows}")
+  assert 3.0 < rows / long_rows < 4.4

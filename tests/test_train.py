@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from meena_jax import checkpoints, commands, train
+from meena_jax import checkpoints, commands, loop, train
 from meena_jax.model import Seq2Seq
 from meena_tasks import seqio_tasks
 from tests.conftest import TINY
@@ -101,7 +101,7 @@ def corrupt(step_dir):
 def test_a_non_finite_loss_stops_the_run_naming_the_step_and_keeps_the_last_good_checkpoint(
     chitchat_dir, tmp_path):
   task = seqio_tasks.get_task("chitchat", chitchat_dir)
-  with pytest.raises(train.NonFiniteLossError, match="between steps 2 and 2"):
+  with pytest.raises(loop.NonFiniteLossError, match="between steps 2 and 2"):
     run(task, tmp_path, 4, learning_rate=1e15, checkpoint_every=1)  # Step 2's loss overflows.
   assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["1"]
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()

@@ -14,7 +14,7 @@ from typing import Optional
 import jax
 import numpy as np
 
-from meena_jax import checkpoints, input_pipeline, partitioning
+from meena_jax import checkpoints, input_pipeline, partitioning, token_store
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import dpo, evaluate, ppo, preference_data, rm
@@ -43,13 +43,28 @@ def _write(run_dir, name: str, result: dict) -> dict:
   return result
 
 
+def _with_eval(result: dict, records: list, eval_file: Optional[str], comparisons) -> dict:
+  """``result`` plus the held-out numbers of the run's last record (its ``eval_*`` keys) and
+  the "prefer the shorter answer" baseline of the same pairs."""
+  if not eval_file:
+    return result
+  return {**result, "eval_file": eval_file,
+          **{k[5:]: v for k, v in records[-1].items() if k.startswith("eval_")},
+          "shorter_chars_baseline": preference_data.shorter_answer_accuracy(comparisons)}
+
+
 def sft_steps(*, task, epochs: float, batch_size: int, input_length: int, target_length: int,
+              data_cache_dir: str, packed_input_length: Optional[int] = None,
+              packed_target_length: Optional[int] = None, packing_bins: int = 64,
               split: str = "train") -> int:
-  """Steps for ``epochs`` passes over ``task``'s split as the trainer packs it: the packed
-  rows of one pass (counted once) times epochs, over the batch size."""
-  rows = sum(len(b["decoder_target_tokens"]) for b in input_pipeline.host_batches(
-      task, split, 1, input_length, target_length, pack=True, shuffle=False, seed=None,
-      repeat=False))
+  """Steps for ``epochs`` passes over ``task``'s split as the trainer packs it: the rows one
+  pass fills (``input_pipeline.epoch_rows`` over the tokenised split the trainer reads,
+  built once under ``data_cache_dir``) times epochs, over the batch size."""
+  lengths = {"inputs": input_length, "targets": target_length}
+  rows = input_pipeline.epoch_rows(
+      token_store.tokenized_sources(task, split, lengths, data_cache_dir),
+      {"inputs": packed_input_length or input_length,
+       "targets": packed_target_length or target_length}, packing_bins)
   steps = max(1, math.ceil(epochs * rows / batch_size))
   log.info("%s epochs of %d packed rows at batch %d: %d steps", epochs, rows, batch_size, steps)
   return steps
@@ -69,7 +84,7 @@ def train_reward_model(*, model_config: ModelConfig, task, train_file: str, run_
     _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
     backbone = (checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
                 if init_checkpoint else None)
-    eval_data = None
+    eval_comparisons, eval_data = None, None
     if eval_file:
       eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
     _, records = rm.train(model_config=model_config, train_data=train_data, run_dir=run_dir,
@@ -78,12 +93,8 @@ def train_reward_model(*, model_config: ModelConfig, task, train_file: str, run_
                           seed=seed)
     result = {"train_file": train_file, "init_checkpoint": init_checkpoint,
               "train_accuracy_last_window": records[-2 if eval_file else -1]["accuracy"]}
-    if eval_file:
-      result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
-                                                if k.startswith("eval_")},
-                     "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
-                         eval_comparisons)})
-    return _write(run_dir, "rm_eval.json", result)
+    return _write(run_dir, "rm_eval.json", _with_eval(result, records, eval_file,
+                                                      eval_comparisons))
 
 
 def evaluate_reward_model(*, model_config: ModelConfig, task, checkpoint: str, eval_file: str,
@@ -112,7 +123,7 @@ def train_dpo(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
   with partitioning.activate(mesh):  # The mesh and axis rules for every program.
     vocabulary = _vocabulary(task)
     _, train_data = _load(train_file, vocabulary, input_length, target_length, max_examples)
-    eval_data = None
+    eval_comparisons, eval_data = None, None
     if eval_file:
       eval_comparisons, eval_data = _load(eval_file, vocabulary, input_length, target_length)
     policy = checkpoints.load_params(init_checkpoint, Seq2Seq(model_config), mesh)
@@ -121,21 +132,18 @@ def train_dpo(*, model_config: ModelConfig, task, train_file: str, run_dir: str,
                            eval_data=eval_data, beta=beta, batch_size=batch_size, epochs=epochs,
                            learning_rate=learning_rate, seed=seed)
     result = {"train_file": train_file, "init_checkpoint": init_checkpoint, "beta": beta}
-    if eval_file:
-      result.update({"eval_file": eval_file, **{k[5:]: v for k, v in records[-1].items()
-                                                if k.startswith("eval_")},
-                     "shorter_chars_baseline": preference_data.shorter_answer_accuracy(
-                         eval_comparisons)})
-    return _write(run_dir, "dpo_eval.json", result)
+    return _write(run_dir, "dpo_eval.json", _with_eval(result, records, eval_file,
+                                                       eval_comparisons))
 
 
 def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_file: str,
               policy_checkpoint: str, reward_checkpoint: str, run_dir: str, iterations: int,
               input_length: int = 128, ptx_batch_size: int = 8, ptx_target_length: int = 128,
               seed: int = 0, mesh_data: int = -1, mesh_model: int = 1,
-              checkpoint_every: int = 10) -> list:
+              checkpoint_every: int = 10, data_cache_dir: Optional[str] = None) -> list:
   """PPO-ptx: prompts are the contexts of ``prompt_file`` (any preference file), the ptx
-  batches the run's task (packed, as in pretraining); the policy and its reference start from
+  batches the run's task, packed and resumed as in pretraining (tokenised once under
+  ``data_cache_dir``, default ``run_dir``); the policy and its reference start from
   ``policy_checkpoint`` (SFT), the value model from ``reward_checkpoint``."""
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
   with partitioning.activate(mesh):  # The mesh and axis rules for every program.
@@ -146,23 +154,17 @@ def train_ppo(*, model_config: ModelConfig, task, config: ppo.PPOConfig, prompt_
     reward_params = checkpoints.load_params(reward_checkpoint, RewardModel(model_config), mesh)
     value_params = jax.tree_util.tree_map(lambda x: x.copy(), reward_params)
 
-    def ptx_batches(start):
-      return input_pipeline.host_batches(task, "train", ptx_batch_size, input_length,
-                                         ptx_target_length, pack=True, shuffle=True, seed=seed,
-                                         repeat=True, skip_batches=start)
-
-    def show(record):
-      log.info("iteration %d: reward %.3f  kl %.3f  entropy %.3f  value loss %.3f  clip %.3f  "
-               "length %.1f  ptx %.3f", record["step"], record["reward"], record["kl"],
-               record["entropy"], record["value_loss"], record["clip_fraction"],
-               record["response_length"], record["ptx_loss"])
-
+    ptx_input = None
+    if config.ptx_coef:
+      lengths = {"inputs": input_length, "targets": ptx_target_length}
+      ptx_input = input_pipeline.TrainInput(
+          token_store.tokenized_sources(task, "train", lengths, data_cache_dir or run_dir),
+          ptx_batch_size, lengths, seed=seed)
     return ppo.run(model_config=model_config, config=config, policy_params=policy,
                    reference_params=reference, value_params=value_params,
                    rm_params=reward_params, prompts=prompts, run_dir=run_dir, mesh=mesh,
-                   iterations=iterations, seed=seed,
-                   ptx_batches=ptx_batches if config.ptx_coef else None,
-                   checkpoint_every=checkpoint_every, progress=show)
+                   iterations=iterations, seed=seed, ptx_input=ptx_input,
+                   checkpoint_every=checkpoint_every)
 
 
 def _prompts(comparisons, vocabulary, input_length: int, context_turns: int = 7) -> np.ndarray:

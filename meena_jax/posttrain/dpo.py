@@ -60,7 +60,6 @@ def train(*, model_config: ModelConfig, policy_params, train_data: dict, run_dir
   With ``eval_data`` the last record holds the held-out preference accuracy of the implicit
   reward and the length baseline of the same pairs."""
   model = Seq2Seq(model_config)
-  shardings = reward_model.param_shardings(model, mesh)
   train_data = with_reference(model, policy_params, train_data, mesh, batch_size)
   if eval_data is not None:
     eval_data = with_reference(model, policy_params, eval_data, mesh, batch_size)
@@ -70,7 +69,7 @@ def train(*, model_config: ModelConfig, policy_params, train_data: dict, run_dir
     return {f"eval_{k}": v for k, v in pairwise_accuracy(rewards, eval_data).items()}
 
   return preference_training.fit(
-      lambda p, b, k: loss_fn(model, p, b, beta), policy_params, shardings, train_data,
+      lambda p, b, k: loss_fn(model, p, b, beta), model, policy_params, train_data,
       run_dir=run_dir, mesh=mesh, batch_size=batch_size, epochs=epochs,
       learning_rate=learning_rate, seed=seed, log_every=log_every,
       evaluate=evaluate if eval_data is not None else None)

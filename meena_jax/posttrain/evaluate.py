@@ -16,13 +16,15 @@ import numpy as np
 from meena_jax import checkpoints, decoding, input_pipeline
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
-from meena_jax.posttrain import reward_model
+from meena_jax.posttrain import ppo, reward_model
 from meena_jax.posttrain.reward_model import RewardModel
 
 
 def load_policy(checkpoint, model_config: ModelConfig, mesh=None):
-  """Policy parameters of ``checkpoint``: a PPO run (its ``policy``) or a training run."""
-  return checkpoints.load_params(checkpoint, Seq2Seq(model_config), mesh)
+  """Policy parameters of ``checkpoint``: a PPO run's policy, or a training run's (SFT, DPO)
+  parameters. Post-training knows PPO's layout; ``checkpoints`` is told the subtree."""
+  subtree = ppo.POLICY if ppo.POLICY in checkpoints.state_keys(checkpoint) else ""
+  return checkpoints.load_params(checkpoint, Seq2Seq(model_config), mesh, subtree)
 
 
 def _score(policy: Seq2Seq, value: RewardModel, policy_params, rm_params, reference_params,

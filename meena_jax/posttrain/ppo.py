@@ -9,15 +9,16 @@ One iteration:
   3. update (one jitted ``lax.scan``): ``epochs`` passes over ``minibatches`` random minibatches
      of the rollout; the policy minimises the clipped surrogate plus ``ptx_coef`` times the LM
      loss of a pretraining batch, the value model the clipped value loss, each with its own Adam.
-The value model is a ``RewardModel`` started from the reward model's weights. The state (both
-models and their optimizers) is checkpointed with orbax; prompts, sampling keys and pretraining
-batches derive from the seed and the iteration, so a resumed run continues exactly.
+The value model is a ``RewardModel`` started from the reward model's weights. The trainer's
+loop (``loop.py``) runs the iterations and checkpoints the state (both models and their
+optimizers) with the pretraining input's position; prompts and keys derive from the seed and
+the iteration, so a resumed run continues exactly.
 """
 import dataclasses
 import functools
-import logging
+import pathlib
 import time
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import flax.struct
 import jax
@@ -25,15 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from meena_jax import checkpoints, decoding, input_pipeline, partitioning
-from meena_jax import metrics_log as metrics_log_lib
+from meena_jax import decoding, input_pipeline, loop, partitioning
+from meena_jax import state as state_lib
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 from meena_jax.posttrain import losses, preference_training, reward_model
 from meena_jax.posttrain.reward_model import RewardModel
 from meena_jax.state import TrainState
-
-log = logging.getLogger("meena_jax.posttrain.ppo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +71,10 @@ class PPOConfig:
     for field in ("epochs", "minibatches", "rollout_batch", "max_length"):
       if getattr(self, field) < 1:
         raise ValueError(f"PPOConfig.{field}={getattr(self, field)}: must be >= 1")
+
+
+# Where the policy's train state sits in a PPO checkpoint (``checkpoints.load_params``'s subtree).
+POLICY = "policy"
 
 
 @flax.struct.dataclass
@@ -187,37 +190,33 @@ class Trainer:
     updates = iterations * config.epochs * config.minibatches
     self.policy_optimizer = preference_training.adam(config.policy_learning_rate, updates)
     self.value_optimizer = preference_training.adam(config.value_learning_rate, updates)
-    self.policy_shardings = reward_model.param_shardings(self.models.policy, mesh)
-    self.value_shardings = reward_model.param_shardings(self.models.value, mesh)
     self.sample = decoding.sampler(self.models.policy, decoding.DecodingConfig(
         num_samples=1, temperature=config.temperature, max_length=config.max_length,
         repetition_ngram=0), mesh)
     self.score = jax.jit(functools.partial(score_rollout, self.models, config=config))
     self.summarize = jax.jit(functools.partial(summarize, beta=config.beta))
 
-  def state_shardings(self, state: PPOState) -> PPOState:
-    replicated = partitioning.replicated(self.mesh)
+  def abstract_state(self) -> PPOState:
+    """Shapes and shardings of the state: two ``state.abstract_state``s and the counter."""
     return PPOState(
-        iteration=replicated,
-        policy=preference_training.state_shardings(
-            self.policy_shardings, self.policy_optimizer, state.policy.params),
-        value=preference_training.state_shardings(
-            self.value_shardings, self.value_optimizer, state.value.params))
+        iteration=jax.ShapeDtypeStruct((), jnp.int32,
+                                       sharding=partitioning.replicated(self.mesh)),
+        policy=state_lib.abstract_state(state_lib.abstract_params(self.models.policy, self.mesh),
+                                        self.policy_optimizer),
+        value=state_lib.abstract_state(state_lib.abstract_params(self.models.value, self.mesh),
+                                       self.value_optimizer))
 
   def init_state(self, policy_params, value_params) -> PPOState:
     """Iteration 0: the policy from ``policy_params`` (SFT), the value model from
     ``value_params`` (the reward model's), fresh optimizers."""
-    policy = preference_training.new_state(
-        policy_params, self.policy_optimizer, preference_training.state_shardings(
-            self.policy_shardings, self.policy_optimizer, policy_params))
-    value = preference_training.new_state(
-        value_params, self.value_optimizer, preference_training.state_shardings(
-            self.value_shardings, self.value_optimizer, value_params))
-    iteration = jax.device_put(jnp.zeros((), jnp.int32), partitioning.replicated(self.mesh))
-    return PPOState(iteration=iteration, policy=policy, value=value)
+    abstract = self.abstract_state()
+    return PPOState(
+        iteration=jax.device_put(jnp.zeros((), jnp.int32), abstract.iteration.sharding),
+        policy=state_lib.state_from_params(policy_params, self.policy_optimizer, abstract.policy),
+        value=state_lib.state_from_params(value_params, self.value_optimizer, abstract.value))
 
-  def compile_update(self, state: PPOState):
-    shardings = self.state_shardings(state)
+  def compile_update(self):
+    shardings = state_lib.shardings(self.abstract_state())
     fn = functools.partial(update, models=self.models, config=self.config,
                            policy_optimizer=self.policy_optimizer,
                            value_optimizer=self.value_optimizer)
@@ -228,62 +227,61 @@ class Trainer:
 
 def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, reference_params,
         value_params, rm_params, prompts: np.ndarray, run_dir, mesh, iterations: int,
-        seed: int = 0, ptx_batches: Optional[Callable[[int], Iterator[dict]]] = None,
-        checkpoint_every: int = 10, keep_checkpoints: int = 2,
-        progress: Optional[Callable[[dict], None]] = None) -> list:
+        seed: int = 0, ptx_input=None, checkpoint_every: int = 10, keep_checkpoints: int = 2,
+        on_record: Optional[Callable[[dict], None]] = None, progress: bool = True) -> list:
   """PPO-ptx for ``iterations`` iterations over ``prompts`` (``[N, s]`` context tokens);
   returns the per-iteration records, also written to ``run_dir/metrics.jsonl`` and TensorBoard.
 
-  ``ptx_batches(start)`` yields pretraining batches from the ``start``-th on (one per update
-  step; None: no ptx term). Resumes from the newest checkpoint in ``run_dir``.
+  ``ptx_input``: pretraining batches (an ``input_pipeline.TrainInput``: one batch per update
+  step, its position saved with each checkpoint; None: no ptx term). Resumes from the newest
+  checkpoint in ``run_dir``; ``on_record`` sees each iteration's record.
   """
   trainer = Trainer(model_config, config, mesh, iterations)
-  state = trainer.init_state(policy_params, value_params)
-  shardings = trainer.state_shardings(state)
-  manager = checkpoints.checkpoint_manager(run_dir, keep_checkpoints)
-  restored = checkpoints.restore_latest(manager, jax.tree_util.tree_map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), state, shardings))
-  if restored is not None:
-    state = restored[0]
-    log.info("resumed at iteration %d", int(state.iteration))
+  manager, state, position = loop.start(
+      run_dir, trainer.abstract_state(),
+      lambda: trainer.init_state(policy_params, value_params), keep_checkpoints)
   start = int(state.iteration)
-  update_fn = trainer.compile_update(state)
   steps_per_iteration = config.epochs * config.minibatches
-  ptx = ptx_batches(start * steps_per_iteration) if ptx_batches is not None else None
+  if ptx_input is not None:
+    loop.continue_input(ptx_input, position, start, steps_per_iteration)
+  update_fn = trainer.compile_update()
   rollout_key, update_key = jax.random.split(jax.random.key(seed))
-  metrics_log, records = metrics_log_lib.MetricsLog(run_dir), []
-  try:
-    for iteration in range(start, iterations):
-      started = time.perf_counter()
-      chosen = np.random.default_rng([seed, iteration]).choice(
-          len(prompts), config.rollout_batch, replace=len(prompts) < config.rollout_batch)
-      batch = input_pipeline.to_global({"prompts": prompts[chosen]}, mesh)["prompts"]
-      tokens = trainer.sample(state.policy.params, batch,
-                              jax.random.fold_in(rollout_key, iteration)).tokens[:, 0]
-      tokens.block_until_ready()
-      rollout_s = time.perf_counter() - started
-      rollout = trainer.score(state.policy.params, reference_params, state.value.params,
-                              rm_params, batch, tokens)
-      summary = trainer.summarize(rollout)
-      jax.block_until_ready(summary)
-      score_s = time.perf_counter() - started - rollout_s
-      ptx_stack = None
-      if ptx is not None:
-        parts = [next(ptx) for _ in range(steps_per_iteration)]
-        ptx_stack = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
-      state, metrics = update_fn(state, rollout, ptx_stack,
-                                 jax.random.fold_in(update_key, iteration))
-      values = {k: float(v) for k, v in jax.device_get({**summary, **metrics}).items()}
-      update_s = time.perf_counter() - started - rollout_s - score_s
-      record = metrics_log.write(iteration + 1, {**values, "rollout_s": rollout_s,
-                                                 "score_s": score_s, "update_s": update_s})
-      records.append(record)
-      if progress is not None:
-        progress(record)
-      if (iteration + 1) % checkpoint_every == 0 or iteration + 1 == iterations:
-        checkpoints.save(manager, iteration + 1, state,
-                         {"iteration": iteration + 1, "seed": seed})
-  finally:
-    metrics_log.close()
-    manager.wait_until_finished()
+
+  def step(state, number):
+    iteration = number - 1
+    started = time.perf_counter()
+    chosen = np.random.default_rng([seed, iteration]).choice(
+        len(prompts), config.rollout_batch, replace=len(prompts) < config.rollout_batch)
+    batch = input_pipeline.to_global({"prompts": prompts[chosen]}, mesh)["prompts"]
+    tokens = trainer.sample(state.policy.params, batch,
+                            jax.random.fold_in(rollout_key, iteration)).tokens[:, 0]
+    tokens.block_until_ready()
+    rollout_s = time.perf_counter() - started
+    rollout = trainer.score(state.policy.params, reference_params, state.value.params,
+                            rm_params, batch, tokens)
+    summary = trainer.summarize(rollout)
+    jax.block_until_ready(summary)
+    score_s = time.perf_counter() - started - rollout_s
+    ptx_stack = None
+    if ptx_input is not None:
+      parts = [next(ptx_input) for _ in range(steps_per_iteration)]
+      ptx_stack = {k: np.stack([p[k] for p in parts]) for k in parts[0]}
+    state, metrics = update_fn(state, rollout, ptx_stack,
+                               jax.random.fold_in(update_key, iteration))
+    jax.block_until_ready(metrics)
+    update_s = time.perf_counter() - started - rollout_s - score_s
+    return state, {**summary, **metrics, "rollout_s": rollout_s, "score_s": score_s,
+                   "update_s": update_s}
+
+  def position(number):
+    saved = {"iteration": number, "seed": seed}
+    return {**saved, "input": ptx_input.state()} if ptx_input is not None else saved
+
+  _, records = loop.run(
+      step, state, first_step=start, manager=manager, run_dir=run_dir,
+      cadence=loop.Cadence(iterations, log_every=1, checkpoint_every=checkpoint_every,
+                           keep_checkpoints=keep_checkpoints),
+      summarize=lambda number, sums, steps, seconds: {k: v / steps for k, v in sums.items()},
+      position=position, on_record=on_record, progress=progress,
+      description=pathlib.Path(run_dir).name, shown=("reward", "kl", "value_loss"))
   return records

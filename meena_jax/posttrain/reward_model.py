@@ -115,16 +115,11 @@ def init_params(model: RewardModel, key, mesh=None, backbone=None):
   random backbone."""
   init = lambda k: nn.unbox(state_lib.init_params(model, k))
   if mesh is not None:
-    init = jax.jit(init, out_shardings=param_shardings(model, mesh))
+    init = jax.jit(init, out_shardings=state_lib.param_shardings(model, mesh))
   params = init(key)
   if backbone is not None:
     params = {**params, "backbone": backbone}
   return params
-
-
-def param_shardings(model, mesh):
-  """``NamedSharding``s of ``model``'s parameters (a ``RewardModel`` or a ``Seq2Seq``)."""
-  return state_lib.shardings(state_lib.abstract_params(model, mesh))
 
 
 def with_mean_zero(params, reference_rewards):

@@ -58,7 +58,6 @@ def train(*, model_config: ModelConfig, train_data: dict, run_dir, mesh, backbon
   ``eval_data`` the last record holds held-out accuracy and the length baseline."""
   model = RewardModel(model_config)
   params = reward_model.init_params(model, jax.random.key(seed), mesh, backbone)
-  shardings = reward_model.param_shardings(model, mesh)
   reference_data = reference_data if reference_data is not None else train_data
 
   def finalize(params):
@@ -70,7 +69,7 @@ def train(*, model_config: ModelConfig, train_data: dict, run_dir, mesh, backbon
         score(model, params, eval_data, mesh, batch_size), eval_data).items()}
 
   return preference_training.fit(
-      lambda p, b, k: loss_fn(model, p, b, k, dropout), params, shardings, train_data,
+      lambda p, b, k: loss_fn(model, p, b, k, dropout), model, params, train_data,
       run_dir=run_dir, mesh=mesh, batch_size=batch_size, epochs=epochs,
       learning_rate=learning_rate, seed=seed, log_every=log_every, finalize=finalize,
       evaluate=evaluate if eval_data is not None else None)
