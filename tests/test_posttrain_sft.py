@@ -6,22 +6,19 @@ import math
 
 import pytest
 
-from meena_jax import input_pipeline, token_store, train
+from meena_jax import input_pipeline, token_store
 from meena_jax.posttrain import commands
 from meena_tasks import seqio_tasks
-from tests.conftest import TINY
 from tests.conftest import TOKEN_CACHE
+from tests.test_train import CFG, run as train_run
 
 pytestmark = pytest.mark.xdist_group("chitchat")
-CFG = dataclasses.replace(TINY, vocab_size=4000)
 
 
 def run(task, model_dir, steps, **overrides):
-  kwargs = dict(model_config=CFG, task=task, model_dir=str(model_dir), batch_size=4,
-                input_length=32, target_length=16, train_steps=steps, log_every=1,
-                data_cache_dir=TOKEN_CACHE,
-                checkpoint_every=steps, progress=False, learning_rate=0.01)
-  return train.train(**{**kwargs, **overrides})
+  """``test_train``'s run, checkpointing only at the end, at a learning rate that moves."""
+  return train_run(task, model_dir, steps, **{"checkpoint_every": steps, "learning_rate": 0.01,
+                                              **overrides})
 
 
 def test_sft_starts_from_the_checkpoint_and_decays_to_zero(chitchat_dir, tmp_path):
