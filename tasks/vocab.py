@@ -6,16 +6,26 @@
 Ids follow SeqIO: 0 padding, 1 EOS, 2 unknown; byte fallback is on, so any text round-trips;
 the turn separator ``TURN_SEPARATOR`` is a user-defined piece (one id, never split). Training is
 deterministic: sentences are sampled by hash, not at random, and fed in a fixed order.
+
+Normalisation keeps text as written (no NFKC: case, width and compatibility forms stay
+distinct), except that the invisible characters in ``DROPPED_CHARACTERS`` are removed. That one
+rule also gives the model a compiled normaliser: with none (SentencePiece's ``identity``),
+tensorflow-text's SentencePiece prints "precompiled_charsmap is empty" (``normalizer.cc``) each
+time a tokenizer is built, dozens of lines a run, which nothing can silence.
 """
 import argparse
 import hashlib
 import io
 import pathlib
+import tempfile
 from typing import Iterable
 
 import sentencepiece as spm
+from sentencepiece import sentencepiece_model_pb2
 
 TURN_SEPARATOR = "<turn>"
+# Zero-width no-break space (byte-order mark) and zero-width space: no meaning, split words.
+DROPPED_CHARACTERS = ("\ufeff", "\u200b")
 MAX_TRAINING_SENTENCES = 1_000_000
 
 
@@ -34,18 +44,28 @@ def train(texts: Iterable[str], model_path, vocab_size: int = 8000, seed: int = 
   if not sentences:
     raise ValueError(f"no text to train the vocabulary {model_path} on")
   model = io.BytesIO()
+  with tempfile.TemporaryDirectory() as scratch:
+    rules = pathlib.Path(scratch) / "normalization.tsv"  # SentencePiece reads rules from a file.
+    rules.write_text("".join(f"{ord(c):04X}\t\n" for c in DROPPED_CHARACTERS))
+    _train_bpe(sentences, model, vocab_size, rules)
+  # The model records the rules' (temporary) path: cleared, so the bytes depend on the text only.
+  proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())
+  proto.normalizer_spec.ClearField("normalization_rule_tsv")
+  model_path.parent.mkdir(parents=True, exist_ok=True)
+  partial = model_path.with_suffix(".partial")
+  partial.write_bytes(proto.SerializeToString())
+  partial.replace(model_path)
+  return model_path
+
+
+def _train_bpe(sentences: list, model: io.BytesIO, vocab_size: int, rules: pathlib.Path):
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(sentences), model_writer=model, model_type="bpe",
       vocab_size=vocab_size, byte_fallback=True, character_coverage=0.9995,
       pad_id=0, eos_id=1, unk_id=2, bos_id=-1, user_defined_symbols=[TURN_SEPARATOR],
       input_sentence_size=0, shuffle_input_sentence=False, num_threads=1,
-      max_sentence_length=8192, split_digits=True, normalization_rule_name="identity",
+      max_sentence_length=8192, split_digits=True, normalization_rule_tsv=str(rules),
       remove_extra_whitespaces=True, minloglevel=2)
-  model_path.parent.mkdir(parents=True, exist_ok=True)
-  partial = model_path.with_suffix(".partial")
-  partial.write_bytes(model.getvalue())
-  partial.replace(model_path)
-  return model_path
 
 
 def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0) -> pathlib.Path:

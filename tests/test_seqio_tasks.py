@@ -2,6 +2,8 @@
 (~30 s on 2 cores; pinned to one xdist worker by the group mark)."""
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -54,6 +56,20 @@ def test_vocabulary_round_trips_validation_text_except_whitespace_runs(builder):
   assert len(texts) > 5000
   for text, ids in zip(texts, sp.encode(texts)):
     assert sp.decode(ids) == re.sub(r"\s+", " ", text).strip()
+
+
+def test_normalisation_drops_only_invisible_characters_and_the_tokenizer_is_quiet(builder):
+  sp = spm.SentencePieceProcessor(model_file=str(builder.vocab_file))
+  assert sp.decode(sp.encode("he\ufeffllo wo\u200brld")) == "hello world"
+  for kept in ("Ｈｉ", "ﬁne", "Café", "x²"):  # NFKC would rewrite each of these.
+    assert sp.decode(sp.encode(kept)) == kept
+  # tensorflow-text's SentencePiece (what SeqIO runs) logs from C++ on a model without a
+  # compiled normaliser; a child process's stderr shows whether it does.
+  code = ("import tensorflow_text as t; t.SentencepieceTokenizer(model=open("
+          f"{str(builder.vocab_file)!r}, 'rb').read()).tokenize(['hi']); print('built')")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+  assert "built" in result.stdout and "normalizer.cc" not in result.stderr
 
 
 def test_vocabulary_training_is_deterministic(tmp_path):
