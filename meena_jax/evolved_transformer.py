@@ -101,7 +101,7 @@ class EvolvedTransformerDecoderBlock(nn.Module):
     z = drop(left) + drop(pad_features(right, 2 * d))
     z = layer_norm(cfg, "mlp", "conv_mid_norm")(constrain(z, ("batch", "length", "mlp")))
     if decode:
-      z = layers.cached_rows(self, "conv_hidden_rows", z, OUT_WIDTH - 1)
+      z = layers.cached_rows(self, "conv_hidden_rows", z, OUT_WIDTH - 1, "mlp")
     z = conv(d, OUT_WIDTH, "conv_out")(z, segment_ids, decode)
     x = constrain(x + drop(z))
 

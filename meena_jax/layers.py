@@ -39,6 +39,10 @@ zeros = nn.initializers.zeros_init()
 ones = nn.initializers.ones_init()
 
 
+# Cached keys and values, heads-major (``heads_major``): split by batch and by heads.
+CACHE_KV = ("batch", "heads", "length", "kv")
+
+
 def constrain(x, axes: Sequence[str] = EMBED):
   """Pins an activation's logical axes. Inert on one device (neither a mesh nor axis rules in
   scope); with only one of the two in scope it would be silently inert too, so that raises:
@@ -181,15 +185,16 @@ class SeparableConv1D(nn.Module):
     return dense(self.cfg, self.features, ("conv_in", "conv_out"), "pointwise")(y)
 
 
-def cached_rows(module: nn.Module, name: str, x, rows: int):
+def cached_rows(module: nn.Module, name: str, x, rows: int, channels: str = "embed"):
   """``[b, t, c]`` -> ``[b, rows + t, c]``: ``x`` behind the ``rows`` rows that came before it.
 
   The rows live in ``module``'s ``cache`` collection as ``name`` and start as zeros (a causal
-  conv's left padding); the last ``rows`` rows of the result are kept for the next call.
+  conv's left padding); the last ``rows`` rows of the result are kept for the next call, laid
+  out as ``("batch", "length", channels)`` (the logical name of ``x``'s channel axis).
   """
   cache = module.variable("cache", name, jnp.zeros, (x.shape[0], rows, x.shape[2]), x.dtype)
   window = jnp.concatenate([cache.value, x], axis=1)
-  cache.value = window[:, window.shape[1] - rows:]
+  cache.value = constrain(window[:, window.shape[1] - rows:], ("batch", "length", channels))
   return window
 
 
@@ -250,7 +255,7 @@ class MultiHeadAttention(nn.Module):
       out = jax.nn.dot_product_attention(query, key, value, mask=mask)
     else:
       if decode == "encoder" and inputs_kv is not None:
-        key, value = heads_major(key), heads_major(value)
+        key, value = constrain(heads_major(key), CACHE_KV), constrain(heads_major(value), CACHE_KV)
         self.put_variable("cache", "encoder_key", key)
         self.put_variable("cache", "encoder_value", value)
       elif decode == "causal":
@@ -270,9 +275,10 @@ class MultiHeadAttention(nn.Module):
     cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
     index = self.variable("cache", "cache_index", lambda: jnp.zeros((), jnp.int32))
     start, steps = index.value, key.shape[2]
-    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, start, 0))
-    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value,
-                                                      (0, 0, start, 0))
+    cached_key.value = constrain(
+        jax.lax.dynamic_update_slice(cached_key.value, key, (0, 0, start, 0)), CACHE_KV)
+    cached_value.value = constrain(
+        jax.lax.dynamic_update_slice(cached_value.value, value, (0, 0, start, 0)), CACHE_KV)
     index.value = start + steps
     length = cached_key.value.shape[2]
     mask = jnp.arange(length)[None, :] <= start + jnp.arange(steps)[:, None]

@@ -1,6 +1,7 @@
 """Sharding that cannot be silently off: on a (data 4, model 2) mesh of 8 fake CPU devices, no
 array above 1 MiB of the tiny model's train state, packed batch or sampling cache is fully
-replicated, and a train step moves nothing between host and devices implicitly.
+replicated, the cache follows the rule table, and a train step moves nothing between host and
+devices implicitly.
 
 Runs in a subprocess: the device count is fixed when jax starts, and the other tests use one.
 """
@@ -12,6 +13,13 @@ def test_no_large_array_is_replicated_and_a_step_transfers_nothing_implicitly():
   result = json.loads(run_worker("tests.workers.sharding_audit", 8))
   assert result["replicated"] == [], result["replicated"]
   assert result["loss"] > 0
+  # The cache is laid out by the rule table: keys/values by batch (data) and heads (model), the
+  # ET conv rows by batch, the hidden ones also by channel (mlp -> model).
+  layouts = result["cache_layouts"]
+  for name in ("cached_key", "cached_value", "encoder_key", "encoder_value"):
+    assert layouts[name] == [["data", "model", None, None]], (name, layouts[name])
+  assert layouts["conv_input_rows"] == [["data", None, None]]
+  assert layouts["conv_hidden_rows"] == [["data", None, "model"]]
 
 
 def test_a_constraint_with_only_a_mesh_or_only_rules_in_scope_is_an_error():

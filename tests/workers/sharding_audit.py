@@ -47,5 +47,10 @@ with partitioning.activate(mesh):
   cache = jax.tree_util.tree_map(
       lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, sampling)
   found += replicated_above_a_mib(cache.cache, "cache")
-json.dump({"replicated": found,
+  # Each cache array's layout, by its name: (mesh axis or None) per dimension.
+  layouts = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(cache.cache):
+    spec = tuple(leaf.sharding.spec) + (None,) * (leaf.ndim - len(leaf.sharding.spec))
+    layouts.setdefault(str(path[-1].key), set()).add(spec)
+json.dump({"replicated": found, "cache_layouts": {k: sorted(v) for k, v in layouts.items()},
            "loss": float(metrics["loss_sum"] / metrics["token_count"])}, sys.stdout)
