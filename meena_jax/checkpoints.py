@@ -203,8 +203,8 @@ def _read_params(state_dir: pathlib.Path, model, mesh, prefix: tuple):
     keys = ", ".join(sorted(tree)) if isinstance(tree, dict) else type(tree).__name__
     raise CheckpointMismatchError(
         f"{state_dir}: no 'params' at {where} (it holds {keys}): not a train state, or one "
-        f"inside a larger state whose subtree must be named (a PPO run's policy: \"policy\"; "
-        f"in chat, --gin.load_responder.checkpoint_subtree=\"'policy'\")")
+        f"inside a larger state whose subtree must be named (a PPO run's policy: \"policy\", "
+        f"--gin.CHECKPOINT_SUBTREE=policy for eval and chat)")
   expected = state_lib.abstract_params(model, mesh)
   check_matches(tree["params"], expected, str(state_dir))
   if mesh is None:

@@ -121,8 +121,9 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
                         mesh_data: int = -1, mesh_model: int = 1,
                         data_dir: str = "~/tensorflow_datasets", jsonl: Optional[str] = None,
                         output: Optional[str] = None, unigram: bool = False,
-                        progress: bool = True) -> dict:
-  """Loads ``checkpoint``'s parameters and evaluates them on ``task``'s ``split``, or on the
+                        progress: bool = True, checkpoint_subtree: str = "") -> dict:
+  """Loads ``checkpoint``'s parameters (of the train state at ``checkpoint_subtree``: ``policy``
+  for a PPO run) and evaluates them on ``task``'s ``split``, or on the
   conversation file ``jsonl`` (tokenised with the task's vocabulary). Writes the result as
   JSON to ``output`` (default ``<checkpoint run>/eval_<split or file>.json``). ``unigram``
   adds the perplexity of the training split's unigram model on the same targets."""
@@ -136,7 +137,7 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
     raise ValueError(f"task {task.name!r} has no split {split!r}; it has {list(task.splits)}")
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
   model = Seq2Seq(model_config)
-  params, step = checkpoints.load(checkpoint, model, mesh)
+  params, step = checkpoints.load(checkpoint, model, mesh, checkpoint_subtree)
   shardings = jax.tree_util.tree_map(lambda x: x.sharding, params)
   score_fn = make_score_fn(model, shardings, mesh)
   batches = host_eval_batches(task, split, batch_size, input_length, target_length)

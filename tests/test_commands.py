@@ -121,3 +121,21 @@ def test_the_import_graph_has_no_cycle():
   for module in sorted(graph):
     if module not in state:
       visit(module)
+
+
+def test_eval_and_chat_read_the_train_state_at_the_named_subtree():
+  import gin  # pylint: disable=import-outside-toplevel
+  cli.register_training()
+  cli.register_decoding()
+  files = ["--gin_file=gin/runs/et_tiny_chitchat.gin", "--gin_file=gin/decoding/chat.gin",
+           "--gin.CHECKPOINT=/runs/ppo"]
+  try:
+    cli.parse_args(files, "test")
+    assert cli._value("load_responder.checkpoint_subtree") == ""  # pylint: disable=protected-access
+    gin.clear_config()
+    cli.parse_args([*files, "--gin.CHECKPOINT_SUBTREE=policy"], "test")
+    for binding in ("load_responder.checkpoint_subtree",
+                    "evaluate_checkpoint.checkpoint_subtree"):
+      assert cli._value(binding) == "policy", binding  # pylint: disable=protected-access
+  finally:
+    gin.clear_config()
