@@ -17,7 +17,9 @@ def site(tmp_path):
   db = str(tmp_path / "r.sqlite")
   conn = store.connect(db)
   store.add_items(conn, [
-      importers.Item("k1", "SECRETSYSTEM", ("<b>bold</b> & co",), XSS, "k1", "t:1"),
+      # The key holds a character no random token (URL-safe base64, hex) can: a nonce or a
+      # rater link never contains it by chance.
+      importers.Item("key.1", "SECRETSYSTEM", ("<b>bold</b> & co",), XSS, "key.1", "t:1"),
       importers.Item("k2", "SECRETSYSTEM", ("Hi!",), "Hello there.", "k2", "t:2")])
   tokens = {"rater": store.add_rater(conn, "alice"), "other": store.add_rater(conn, "bob"),
             "admin": store.add_rater(conn, "boss", "admin")}
@@ -53,7 +55,7 @@ def test_model_output_is_escaped_and_the_system_hidden(site):
   assert re.findall(r"<script[^>]*>", response.get_data(as_text=True)) == [
       f'<script nonce="{nonce}">']
   for page in pages + [response.get_data(as_text=True)]:
-    assert "SECRETSYSTEM" not in page and "k1" not in page
+    assert "SECRETSYSTEM" not in page and "key.1" not in page
   assert "Does the response make sense?" in page and "Roger Federer" in page  # the guidance
 
 
