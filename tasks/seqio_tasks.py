@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 
 from meena_tasks import builders, sources, vocab
 
+log = logging.getLogger("meena_tasks")
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 SOURCES = {  # Task name -> its TFDS builder; keyword arguments reach the builder.
     "chitchat": builders.Chitchat,
@@ -125,11 +126,11 @@ class DataDirError(sources.DataError):
 
 def prepare(builder, name: str):
   """Downloads and prepares ``builder``'s data (and trains its vocabulary if missing), saying so:
-  a run that finds its task unprepared does this once (``python -m meena_tasks.prepare`` does
+  a run that finds its task unprepared does this once (``python -m meena_jax prepare`` does
   it ahead)."""
   _check_writable(pathlib.Path(builder.data_dir_root), name)
-  logging.info("preparing task %s under %s (first use; python -m meena_tasks.prepare %s does "
-               "this ahead of a run)", name, builder.data_dir_root, name)
+  log.info("preparing task %s under %s (first use; python -m meena_jax prepare %s does this "
+           "ahead of a run)", name, builder.data_dir_root, name)
   builder.download_and_prepare()
 
 
