@@ -21,6 +21,7 @@ import pathlib
 import sys
 import tempfile
 import time
+import warnings
 from typing import Callable, Optional, Sequence
 
 import jax
@@ -45,11 +46,15 @@ def _no_persistent_cache():
   read back from it (no client to load into), a Meena entry is gigabytes, and the report's
   compile seconds must be the compiler's, not a disk read's. (jax decides once per process
   whether the cache is in use: in a process that already compiled through it, such as a test
-  session, the read fails with a warning and the program is compiled.)"""
+  session or a notebook, the read still happens and fails, and the program is compiled; its
+  warning says nothing the user can act on, so it is filtered here.)"""
   before = jax.config.jax_enable_compilation_cache
   jax.config.update("jax_enable_compilation_cache", False)
   try:
-    yield
+    with warnings.catch_warnings():
+      warnings.filterwarnings("ignore", "Error reading persistent compilation cache entry",
+                              UserWarning)
+      yield
   finally:
     jax.config.update("jax_enable_compilation_cache", before)
 

@@ -25,7 +25,7 @@ import tensorflow_datasets as tfds
 
 from meena_tasks import builders, sources, vocab
 
-log = logging.getLogger("meena_tasks")
+log = logging.getLogger("meena_tasks.seqio_tasks")
 DEFAULT_DATA_DIR = "~/tensorflow_datasets"
 SOURCES = {  # Task name -> its TFDS builder; keyword arguments reach the builder.
     "chitchat": builders.Chitchat,

@@ -19,12 +19,6 @@ pytestmark = [
     pytest.mark.skipif(not slices.libtpu_available(),
                        reason="libtpu is not installed (pip install -e '.[tpu]'): nothing can "
                               "be compiled for a TPU here"),
-    # The test session compiles through the persistent cache (conftest), and jax decides once
-    # per process that it is on; compile's bypass then makes each TPU program's cache read fail
-    # with this warning before compiling it (compile._no_persistent_cache). A command's own
-    # process never sees it.
-    pytest.mark.filterwarnings(
-        "ignore:Error reading persistent compilation cache entry:UserWarning"),
 ]
 
 # Wide enough that every split over `model` (heads, FFN, vocabulary, conv outputs) is 8-way and
