@@ -47,6 +47,9 @@ setup(
         # The path layer (meena_jax.storage): local or gs:// run files, as orbax and TFDS use.
         "etils[epath]>=1.15.0",
         "tensorstore>=0.1.86",  # Ranged reads of a gs:// token store (orbax's array writer).
+        # orbax lists a gs:// run's steps only after asking google-cloud-storage whether the
+        # bucket has a hierarchical namespace, and does not declare it.
+        "google-cloud-storage>=3.17.1",
         "sentencepiece>=0.2.3",
         "numpy>=2.0",
         "chitchat_dataset>=0.9.0",

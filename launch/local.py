@@ -33,9 +33,10 @@ def _stream(process: subprocess.Popen, prefix: str, sink, lock: threading.Lock):
 
 def run_local(command: Sequence[str], processes: int, devices: int, *,
               port: Optional[int] = None, env: Optional[dict] = None, sink=None,
-              timeout: Optional[float] = None) -> int:
-  """Runs ``command`` as ``processes`` JAX processes of ``devices`` CPU devices each; returns
-  0, or the exit code of the first process that failed (the rest are then killed)."""
+              timeout: Optional[float] = None, cwd: Optional[str] = None) -> int:
+  """Runs ``command`` as ``processes`` JAX processes of ``devices`` CPU devices each (in
+  ``cwd``, default this one); returns 0, or the exit code of the first process that failed
+  (the rest are then killed)."""
   if processes < 1 or devices < 1:
     raise ValueError(f"need at least one process and one device, got {processes} x {devices}")
   sink = sink or sys.stdout
@@ -50,7 +51,7 @@ def run_local(command: Sequence[str], processes: int, devices: int, *,
   for index in range(processes):
     argv = list(command) + [f"--coordinator_address=127.0.0.1:{port}",
                             f"--num_processes={processes}", f"--process_id={index}"]
-    child = subprocess.Popen(argv, env=base_env, stdout=subprocess.PIPE,
+    child = subprocess.Popen(argv, env=base_env, cwd=cwd, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True, errors="replace")
     children.append(child)
     thread = threading.Thread(target=_stream, args=(child, f"[p{index}]", sink, lock),

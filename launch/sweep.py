@@ -34,6 +34,7 @@ from typing import Sequence
 if __package__ in (None, ""):  # Run as `python launch/sweep.py`: make `launch` importable.
   sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from launch import tpu_pod  # pylint: disable=wrong-import-position
+from meena_jax import storage  # pylint: disable=wrong-import-position
 
 MODEL_KEY = "MODEL"
 
@@ -139,8 +140,7 @@ def plan(gin_files: Sequence[str], overrides: Sequence[str], sweeps, zipped: boo
   import gin  # pylint: disable=import-outside-toplevel
   from meena_jax import cli  # pylint: disable=import-outside-toplevel
   _parse(gin_files, overrides, "the base configuration")
-  root = str(cli.require("train.model_dir", "MODEL_DIR", "runs/sweep")).rstrip("/")
-  root = root if root.startswith("gs://") else os.path.expanduser(root)
+  root = os.fspath(storage.path(cli.require("train.model_dir", "MODEL_DIR", "runs/sweep")))
   vocab_size = cli._value("ModelConfig.vocab_size")  # pylint: disable=protected-access
   runs, names = [], set()
   for index, settings in enumerate(combinations(sweeps, zipped)):
@@ -176,13 +176,11 @@ def _train_steps() -> int:
 
 def _write_settings(run: Run, train_steps: int):
   """``sweep.json``: what the report shows for the run (written before it trains)."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel  # gfile: local or gs://.
-  tf.io.gfile.makedirs(run.model_dir)
-  with tf.io.gfile.GFile(f"{run.model_dir}/sweep.json", "w") as file:
-    file.write(json.dumps({"index": run.index, "name": run.name,
-                           "settings": dict(run.settings), "gin_files": list(run.gin_files),
-                           "overrides": list(run.overrides), "train_steps": train_steps},
-                          indent=1) + "\n")
+  directory = storage.writable_dir(run.model_dir, "MODEL_DIR")
+  storage.write_text(directory / "sweep.json", json.dumps(
+      {"index": run.index, "name": run.name, "settings": dict(run.settings),
+       "gin_files": list(run.gin_files), "overrides": list(run.overrides),
+       "train_steps": train_steps}, indent=1) + "\n")
 
 
 def finished(model_dir, train_steps: int) -> bool:
@@ -229,9 +227,11 @@ def launch_on_pods(runs: Sequence[Run], args: argparse.Namespace, out=None):
                            dry_run=args.dry_run)
     config = tpu_pod.load_run(run.gin_files, run.overrides)
     layout = tpu_pod.check(config, job.slice, compile_check=not args.skip_compile_check)
+    storage_lines = (["# storage: not checked (--skip_storage_check)"]
+                     if args.skip_storage_check else tpu_pod.check_storage(config))
     steps = tpu_pod.build_steps(job, config)
     print(f"## run {run.index + 1}/{len(runs)}: {run.name} on {job.tpu_name}", file=out)
-    print("\n".join(tpu_pod.describe(config, job.slice, layout)), file=out)
+    print("\n".join(tpu_pod.describe(config, job.slice, layout) + storage_lines), file=out)
     if args.dry_run:
       print("\n".join(tpu_pod.render(steps)), file=out, flush=True)
       continue
@@ -247,17 +247,17 @@ def launch_on_pods(runs: Sequence[Run], args: argparse.Namespace, out=None):
           file=out)
 
 
-def report(sweep_dir, output=None) -> tuple[str, pathlib.Path]:
+def report(sweep_dir, output=None) -> tuple[str, storage.Path]:
   """(table, PNG path): one row per run directory under ``sweep_dir`` (run, settings, steps,
   final train loss, best eval perplexity); the PNG has every run's loss and eval curves."""
   from meena_jax import curves  # pylint: disable=import-outside-toplevel
-  sweep_dir = pathlib.Path(sweep_dir)
+  sweep_dir = storage.path(sweep_dir)
   entries = []
   for path in sorted(p for p in sweep_dir.iterdir() if p.is_dir()):
     info_file = path / "sweep.json"
-    if not info_file.is_file() and not (path / "metrics.jsonl").is_file():
+    if not info_file.exists() and not (path / "metrics.jsonl").exists():
       continue
-    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    info = json.loads(info_file.read_text()) if info_file.exists() else {}
     entries.append((info.get("index", len(entries)), path, info))
   if not entries:
     raise SystemExit(f"{sweep_dir}: no run directories (with sweep.json or metrics.jsonl)")
@@ -266,7 +266,7 @@ def report(sweep_dir, output=None) -> tuple[str, pathlib.Path]:
   for _, path, info in entries:
     settings = " ".join(f"{k}={v}" for k, v in info.get("settings", {}).items()) or "-"
     of = f"/{info['train_steps']}" if "train_steps" in info else ""
-    if not (path / "metrics.jsonl").is_file():
+    if not (path / "metrics.jsonl").exists():
       rows.append((path.name, settings, f"0{of}", "-", "-"))
       continue
     train, evaluation = curves.read_metrics(path)
@@ -280,7 +280,7 @@ def report(sweep_dir, output=None) -> tuple[str, pathlib.Path]:
                      for i, (cell, width) in enumerate(zip(row, widths))).rstrip()
            for row in rows]
   lines.insert(1, "  ".join("-" * width for width in widths))
-  png = pathlib.Path(output or sweep_dir / "sweep.png")
+  png = storage.path(output or sweep_dir / "sweep.png")
   if plotted:
     curves.plot_runs(plotted, png, labels=[p.name for p in plotted])
   return "\n".join(lines), png
@@ -290,7 +290,7 @@ def main(argv=None):
   argv = list(sys.argv[1:] if argv is None else argv)
   if argv[:1] == ["report"]:
     parser = argparse.ArgumentParser(description="The table and curves of a sweep.")
-    parser.add_argument("sweep_dir", help="the sweep's MODEL_DIR (local)")
+    parser.add_argument("sweep_dir", help="the sweep's MODEL_DIR (local or gs://)")
     parser.add_argument("--output", help="PNG path (default: SWEEP_DIR/sweep.png)")
     args = parser.parse_args(argv[1:])
     table, png = report(args.sweep_dir, args.output)

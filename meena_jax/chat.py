@@ -13,8 +13,6 @@ on. Answers come from ``decoding.py``; sample-and-rank answers pass the repetiti
 import contextlib
 import dataclasses
 import json
-import os
-import pathlib
 import sys
 import time
 from typing import Optional, Sequence, TextIO
@@ -22,7 +20,7 @@ from typing import Optional, Sequence, TextIO
 import jax
 import numpy as np
 
-from meena_jax import decoding, partitioning, repetition
+from meena_jax import decoding, partitioning, repetition, storage
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 
@@ -232,20 +230,20 @@ def serve_stdio(responder: Responder, stdin, out: TextIO, mode: str = "sample"):
 def answer_file(responder: Responder, input_path: str, output_path: str, mode: str = "sample",
                 progress: bool = True) -> int:
   """Answers every ``{"context": [...]}`` line of ``input_path`` into ``output_path`` (the
-  input record plus ``response``). The answers go to a temporary file beside ``output_path``
-  that replaces it only when every context is answered: a bad line, an input without contexts
-  or a failure half-way leaves an existing ``output_path`` as it was."""
+  input record plus ``response``; either may be ``gs://``). The answers go to
+  ``<output_path>.partial``, which replaces ``output_path`` only when every context is
+  answered: a bad line, an input without contexts or a failure half-way leaves an existing
+  ``output_path`` as it was."""
   import tqdm  # pylint: disable=import-outside-toplevel
-  with open(input_path, "rb") as f:
-    raw_lines = f.read().splitlines()
+  raw_lines = storage.path(input_path).read_bytes().splitlines()
   contexts = [parse_context(decode_line(raw, f"{input_path}:{n}"), f"{input_path}:{n}")
               for n, raw in enumerate(raw_lines, start=1) if raw.strip()]
   if not contexts:
     raise BadLine(f"{input_path}: no contexts to answer (the file has no non-empty line); "
                   f"{output_path} was not touched")
-  partial = pathlib.Path(f"{output_path}.partial")
+  partial = storage.path(f"{output_path}.partial")
   try:
-    with open(partial, "w", encoding="utf-8") as out, tqdm.tqdm(
+    with partial.open("w") as out, tqdm.tqdm(
         total=len(contexts), desc=mode, unit="context", disable=not progress) as bar:
       for start in range(0, len(contexts), responder.batch_size):
         batch = contexts[start:start + responder.batch_size]
@@ -255,9 +253,10 @@ def answer_file(responder: Responder, input_path: str, output_path: str, mode: s
             record["notices"] = reply.notices
           out.write(json.dumps(record, ensure_ascii=False) + "\n")
         bar.update(len(batch))
-    os.replace(partial, output_path)
+    partial.replace(storage.path(output_path))
   finally:
-    partial.unlink(missing_ok=True)
+    if partial.exists():
+      partial.unlink()
   return len(contexts)
 
 

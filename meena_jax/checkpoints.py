@@ -1,18 +1,21 @@
 """Orbax checkpoints: the trainer's manager, resuming past a corrupt step, and loading just the
 parameters of a run for evaluation and chat.
 
-A run directory (``MODEL_DIR``) holds ``checkpoints/<step>/`` with two items: ``state`` (the
-``TrainState``) and ``data`` (the input position). Everything that reads a checkpoint goes
-through this module, so the layout is written down once.
+A run directory (``MODEL_DIR``, local or ``gs://``, see ``storage``) holds
+``checkpoints/<step>/`` with two items: ``state`` (the ``TrainState``) and ``data`` (the input
+position). Everything that reads a checkpoint goes through this module, so the layout is
+written down once. A step is complete when orbax has finalized it: locally its temporary
+directory was renamed into place; on GCS, which cannot rename a directory atomically, its
+``commit_success.txt`` marker was written after every other file.
 """
 import logging
-import pathlib
 from typing import Optional
 
 import jax
 import orbax.checkpoint as ocp
 
 from meena_jax import state as state_lib
+from meena_jax import storage
 
 log = logging.getLogger("meena_jax.checkpoints")
 
@@ -35,7 +38,7 @@ def _first_line(error: Exception) -> str:
 def checkpoint_manager(model_dir, keep: int = 3) -> ocp.CheckpointManager:
   """Named items per step: ``state`` (the TrainState) and ``data`` (the input position)."""
   return ocp.CheckpointManager(
-      pathlib.Path(model_dir).expanduser().resolve() / "checkpoints",
+      storage.path(model_dir) / "checkpoints",
       options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
       item_names=("state", "data"))
 
@@ -43,12 +46,20 @@ def checkpoint_manager(model_dir, keep: int = 3) -> ocp.CheckpointManager:
 def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   """(state, data item) of the newest readable checkpoint, or None.
 
-  A corrupt or half-written checkpoint is moved aside to ``<MODEL_DIR>/checkpoints_unreadable/``
-  (kept for inspection, named in the warning) and the one before it is used. Moving it matters:
-  orbax saves no step at or below its newest, so a corrupt newest step left in place would
-  never be replaced by the retrained one.
+  A corrupt checkpoint, or one whose upload was cut off (no commit marker on GCS), is moved
+  aside to ``<MODEL_DIR>/checkpoints_unreadable/`` (kept for inspection, named in the warning)
+  and the one before it is used. Moving it matters: orbax saves no step at or below its newest,
+  so a corrupt newest step left in place would never be replaced by the retrained one; and a
+  half-uploaded step's leftover files must not mix with the step saved again.
   """
-  for step in sorted(manager.all_steps(), reverse=True):
+  complete = set(manager.all_steps())
+  incomplete = _step_dirs(manager.directory) - complete
+  _sync("listed the checkpoints")  # Every process listed before process 0 moves any.
+  for step in sorted(incomplete, reverse=True):
+    moved = _move_aside(manager, step)
+    log.warning("checkpoint at step %d is incomplete (orbax never finalized it: the save was "
+                "cut off); moved to %s", step, moved)
+  for step in sorted(complete, reverse=True):
     try:
       restored = manager.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
@@ -60,22 +71,34 @@ def restore_latest(manager: ocp.CheckpointManager, abstract_state):
   return None
 
 
-def _move_aside(manager: ocp.CheckpointManager, step: int) -> pathlib.Path:
+def _step_dirs(directory) -> set:
+  """The step numbers of ``directory``'s ``<step>/`` entries, finalized or not."""
+  directory = storage.path(directory)
+  if not directory.exists():
+    return set()
+  return {int(p.name) for p in directory.iterdir() if p.name.isdigit()}
+
+
+def _move_aside(manager: ocp.CheckpointManager, step: int) -> storage.Path:
   """Moves ``checkpoints/<step>`` to ``checkpoints_unreadable/<step>[.N]`` (process 0 moves,
   every process waits for it) and makes the manager forget the step."""
-  source = pathlib.Path(str(manager.directory)) / str(step)
+  source = storage.path(manager.directory) / str(step)
   aside = source.parent.parent / "checkpoints_unreadable"
   target, n = aside / str(step), 1
   while target.exists():
     target, n = aside / f"{step}.{n}", n + 1
   if jax.process_index() == 0:
-    aside.mkdir(parents=True, exist_ok=True)
-    source.rename(target)
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
-    multihost_utils.sync_global_devices(f"meena_jax moved checkpoint {step} aside")
+    storage.move_tree(source, target)
+  _sync(f"moved checkpoint {step} aside")
   manager.reload()
   return target
+
+
+def _sync(what: str):
+  """A barrier of every process (nothing with one)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=import-outside-toplevel
+    multihost_utils.sync_global_devices(f"meena_jax {what}")
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, data: dict):
@@ -88,7 +111,19 @@ def save(manager: ocp.CheckpointManager, step: int, state, data: dict):
                        f"orbax skipped it (its newest step is {manager.latest_step()})")
 
 
-def find_state_dir(path) -> pathlib.Path:
+def require(location, setting: str = "CHECKPOINT") -> list:
+  """``state_dirs(location)``, or ``storage.StorageError`` naming ``setting`` when the bucket,
+  the path or any complete checkpoint in it is missing: what a command checks before it
+  prepares data or compiles anything."""
+  storage.existing(location, setting, "checkpoint or run directory")
+  try:
+    return state_dirs(location)
+  except FileNotFoundError:
+    raise storage.error(location, setting, "no complete checkpoint in it (no "
+                                           "checkpoints/<step>/state directory)") from None
+
+
+def find_state_dir(path) -> storage.Path:
   """``MODEL_DIR``, ``MODEL_DIR/checkpoints`` or ``MODEL_DIR/checkpoints/<step>`` -> the
   ``state`` item directory of that step (the newest complete one for a run directory)."""
   return state_dirs(path)[0]
@@ -97,8 +132,9 @@ def find_state_dir(path) -> pathlib.Path:
 def state_dirs(path) -> list:
   """The ``state`` item directories ``path`` names, newest first: every complete step of a run
   (or its ``checkpoints`` directory), or the one step given. Absolute paths: orbax's
-  tensorstore reader refuses relative ones (and its ``metadata`` then reports no tree)."""
-  path = pathlib.Path(path).expanduser().resolve()
+  tensorstore reader refuses relative ones (and its ``metadata`` then reports no tree). A step
+  orbax never finalized (its save was cut off) is passed over with a warning."""
+  path = storage.path(path)
   if (path / "state").is_dir():
     return [path / "state"]
   if path.name == "state" and path.is_dir():
@@ -106,8 +142,15 @@ def state_dirs(path) -> list:
   root = path / "checkpoints" if (path / "checkpoints").is_dir() else path
   if not root.is_dir():
     raise FileNotFoundError(f"checkpoint {path}: no such directory")
-  steps = sorted((int(p.name) for p in root.iterdir() if p.name.isdigit()
-                  and (p / "state").is_dir()), reverse=True)
+  steps = []
+  for step in sorted(_step_dirs(root), reverse=True):
+    if not (root / str(step) / "state").is_dir():
+      continue
+    if not ocp.utils.is_checkpoint_finalized(root / str(step)):
+      log.warning("checkpoint %s is incomplete (orbax never finalized it); passed over",
+                  root / str(step))
+      continue
+    steps.append(step)
   if not steps:
     raise FileNotFoundError(f"checkpoint {path}: no checkpoints/<step>/state directory in it")
   return [root / str(step) / "state" for step in steps]
@@ -181,13 +224,13 @@ def state_keys(checkpoint) -> list:
   raise UnreadableCheckpointError(f"no readable checkpoint metadata in {checkpoint}")
 
 
-def _metadata_tree(state_dir: pathlib.Path):
+def _metadata_tree(state_dir: storage.Path):
   metadata = ocp.Checkpointer(ocp.PyTreeCheckpointHandler()).metadata(state_dir)
   tree = getattr(metadata, "item_metadata", metadata)
   return getattr(tree, "tree", tree)
 
 
-def _read_params(state_dir: pathlib.Path, model, mesh, prefix: tuple):
+def _read_params(state_dir: storage.Path, model, mesh, prefix: tuple):
   checkpointer = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
   tree = _metadata_tree(state_dir)
   if not tree:  # orbax logs a warning and returns no metadata for a corrupt tree.

@@ -15,8 +15,6 @@ import ast
 import logging
 import pathlib
 import re
-import shutil
-import tempfile
 from typing import Sequence
 
 import gin
@@ -184,45 +182,38 @@ def model_config() -> config.ModelConfig:
 
 def configured_train():
   """Runs the gin-bound ``train``; the parsed and the operative configs go to ``MODEL_DIR``.
-  A run that fails for want of its data leaves no ``MODEL_DIR`` behind that it created."""
-  model_dir = require("train.model_dir", "MODEL_DIR", "/path/to/run")
-  fresh = not pathlib.Path(model_dir).expanduser().exists()
-  model_dir = writable_directory(model_dir, "MODEL_DIR")
-  (model_dir / "config.gin").write_text(gin.config_str())
+  ``MODEL_DIR`` (local or ``gs://``) is checked writable first; a run that fails for want of
+  its data leaves no ``MODEL_DIR`` behind that it created."""
+  from meena_jax import storage  # pylint: disable=import-outside-toplevel
+  location = require("train.model_dir", "MODEL_DIR", "/path/to/run")
+  init_checkpoint = bound_arguments("train", ["init_checkpoint"]).get("init_checkpoint")
+  if init_checkpoint:  # Checked before the task is tokenised or the step compiled.
+    from meena_jax import checkpoints  # pylint: disable=import-outside-toplevel
+    try:
+      checkpoints.require(init_checkpoint, "train.init_checkpoint")
+    except storage.StorageError as error:
+      raise SystemExit(f"error: {error}") from None
+  try:
+    fresh = not storage.path(location).exists()
+    model_dir = storage.writable_dir(location, "MODEL_DIR")
+  except storage.StorageError as error:
+    raise SystemExit(f"{error}; choose another --gin.MODEL_DIR") from None
+  storage.write_text(model_dir / "config.gin", gin.config_str())
   from meena_tasks import sources  # pylint: disable=import-outside-toplevel
 
   from meena_jax import input_pipeline, token_store  # pylint: disable=import-outside-toplevel
   try:
     records = gin.get_configurable("train")()
-  except (sources.DataError, token_store.CacheDirError,
-          input_pipeline.InputConfigError) as error:
+  except (sources.DataError, token_store.CacheDirError, input_pipeline.InputConfigError,
+          storage.StorageError) as error:
     if fresh:
-      shutil.rmtree(model_dir, ignore_errors=True)
+      storage.remove_tree(model_dir)
     raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
   except BaseException:
-    (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+    storage.write_text(model_dir / "operative_config.gin", gin.operative_config_str())
     raise
-  (model_dir / "operative_config.gin").write_text(gin.operative_config_str())
+  storage.write_text(model_dir / "operative_config.gin", gin.operative_config_str())
   return records
-
-
-def writable_directory(path, macro: str) -> pathlib.Path:
-  """``path`` as a directory this process can write, created if missing; otherwise exits with
-  one line naming the macro, the path and why (a regular file in the way, a read-only mount),
-  before anything is written."""
-  path = pathlib.Path(path).expanduser()
-  for parent in [path, *path.parents]:
-    if parent.exists() and not parent.is_dir():
-      raise SystemExit(f"{macro}={path}: {parent} is a regular file, not a directory; "
-                       f"choose another --gin.{macro}")
-  try:
-    path.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=path):
-      pass
-  except OSError as error:
-    raise SystemExit(f"{macro}={path}: cannot write there ({error.strerror}); choose a "
-                     f"writable --gin.{macro}") from None
-  return path
 
 
 def configured(name: str, required: dict = None, **overrides):

@@ -43,7 +43,8 @@ def train(argv: Sequence[str]):
 def evaluate(argv: Sequence[str]):
   """Parses gin flags and ``--jsonl``/``--split``/``--output``, evaluates, prints the result."""
   import json  # pylint: disable=import-outside-toplevel
-  from meena_jax import checkpoints, eval as eval_lib  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from meena_jax import checkpoints, eval as eval_lib, storage
   from meena_tasks import sources  # pylint: disable=import-outside-toplevel
   cli.configure_logging()
   parser = argparse.ArgumentParser(prog="python -m meena_jax eval", description=eval_lib.__doc__,
@@ -57,11 +58,12 @@ def evaluate(argv: Sequence[str]):
   args = cli.parse_args(argv, eval_lib.__doc__, parser)
   overrides = {k: v for k, v in (("jsonl", args.jsonl), ("split", args.split),
                                  ("output", args.output), ("unigram", args.unigram)) if v}
-  try:
-    result = cli.configured("evaluate_checkpoint", required={"checkpoint": "CHECKPOINT"},
-                            **overrides)
+  try:  # The checkpoint first: the task may have to be prepared, which takes minutes.
+    checkpoints.require(cli.require("evaluate_checkpoint.checkpoint", "CHECKPOINT",
+                                    "/path/to/MODEL_DIR"))
+    result = cli.configured("evaluate_checkpoint", **overrides)
   except (checkpoints.CheckpointMismatchError, checkpoints.UnreadableCheckpointError,
-          FileNotFoundError, sources.DataError) as error:
+          FileNotFoundError, sources.DataError, storage.StorageError) as error:
     raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
   print(json.dumps(result, indent=2))
   line = (f"{result['task']} {result['split']}: perplexity {result['perplexity']:.2f} "
@@ -74,7 +76,8 @@ def evaluate(argv: Sequence[str]):
 
 def chat(argv: Sequence[str]):
   """Parses gin flags and the mode, loads the checkpoint, and talks."""
-  from meena_jax import chat as chat_lib, checkpoints  # pylint: disable=import-outside-toplevel
+  # pylint: disable-next=import-outside-toplevel
+  from meena_jax import chat as chat_lib, checkpoints, storage
   parser = argparse.ArgumentParser(prog="python -m meena_jax chat", description=chat_lib.__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--input", help="JSONL of {\"context\": [...]} to answer in batches")
@@ -88,13 +91,14 @@ def chat(argv: Sequence[str]):
   args = cli.parse_args(argv, chat_lib.__doc__, parser)
   if bool(args.input) != bool(args.output):
     raise SystemExit("--input and --output go together")
-  cli.require("load_responder.checkpoint", "CHECKPOINT", "/path/to/MODEL_DIR")
+  checkpoint = cli.require("load_responder.checkpoint", "CHECKPOINT", "/path/to/MODEL_DIR")
   try:
+    checkpoints.require(checkpoint)  # Before the task (its vocabulary) is prepared.
     responder = cli.configured("load_responder",
                                compiler_options=cli.decoding_compiler_options())
   except checkpoints.CheckpointMismatchError as error:
     raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
-  except checkpoints.UnreadableCheckpointError as error:
+  except (checkpoints.UnreadableCheckpointError, storage.StorageError) as error:
     raise SystemExit(f"error: {error}") from None
   except FileNotFoundError as error:
     raise SystemExit(str(error)) from None

@@ -7,7 +7,7 @@ One figure, two panels: train loss (token-weighted, per log window) and eval per
 line per run. A restarted run logs some steps twice; the last record of a step wins.
 """
 import argparse
-import pathlib
+import io
 from typing import Sequence
 
 import matplotlib
@@ -15,14 +15,14 @@ import matplotlib
 matplotlib.use("Agg")  # Files only: no display on training machines.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-from meena_jax import jsonl  # pylint: disable=wrong-import-position
+from meena_jax import jsonl, storage  # pylint: disable=wrong-import-position
 
 
 def read_records(run_dir) -> list[dict]:
   """Every record of a run's ``metrics.jsonl`` in file order (a resumed run repeats some
   steps; later lines win where callers key by step); a bad line is named by file and line."""
-  path = pathlib.Path(run_dir) / "metrics.jsonl"
-  if not path.is_file():
+  path = storage.path(run_dir) / "metrics.jsonl"
+  if not path.exists():
     raise FileNotFoundError(f"{path}: no metrics (has the run logged a step yet?)")
   return [record for _, record in jsonl.read(path)]
 
@@ -38,9 +38,9 @@ def read_metrics(run_dir) -> tuple[dict[int, float], dict[int, float]]:
   return dict(sorted(train.items())), dict(sorted(evaluation.items()))
 
 
-def plot_runs(run_dirs: Sequence, output, labels: Sequence[str] = None) -> pathlib.Path:
+def plot_runs(run_dirs: Sequence, output, labels: Sequence[str] = None) -> storage.Path:
   """Draws every run's curves into ``output`` (PNG) and returns its path."""
-  labels = labels or [pathlib.Path(d).name for d in run_dirs]
+  labels = labels or [storage.path(d).name for d in run_dirs]
   figure, (loss_axis, ppl_axis) = plt.subplots(1, 2, figsize=(11, 4))
   for run_dir, label in zip(run_dirs, labels):
     train, evaluation = read_metrics(run_dir)
@@ -54,9 +54,16 @@ def plot_runs(run_dirs: Sequence, output, labels: Sequence[str] = None) -> pathl
     if axis.get_legend_handles_labels()[0]:
       axis.legend(fontsize="small")
   figure.tight_layout()
-  output = pathlib.Path(output)
-  figure.savefig(output, dpi=100)
+  return save_png(figure, output)
+
+
+def save_png(figure, output) -> storage.Path:
+  """Writes ``figure`` as PNG to ``output`` (local or gs://), closes it, returns the path."""
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", dpi=100)
   plt.close(figure)
+  output = storage.path(output)
+  output.write_bytes(buffer.getvalue())
   return output
 
 
@@ -66,7 +73,7 @@ def main(argv=None):
   parser.add_argument("run_dirs", nargs="+", help="run directories (MODEL_DIRs)")
   parser.add_argument("--output", help="PNG path (default: <first run>/curves.png)")
   args = parser.parse_args(argv)
-  output = args.output or pathlib.Path(args.run_dirs[0]) / "curves.png"
+  output = args.output or storage.path(args.run_dirs[0]) / "curves.png"
   print(plot_runs(args.run_dirs, output))
 
 

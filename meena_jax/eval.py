@@ -13,7 +13,7 @@ of turn per example, so models with different vocabularies compare.
 import json
 import logging
 import math
-import pathlib
+import os
 import sys
 import time
 from typing import Optional
@@ -24,7 +24,7 @@ import seqio
 import tqdm
 from jax.experimental import multihost_utils
 
-from meena_jax import checkpoints, input_pipeline, partitioning
+from meena_jax import checkpoints, input_pipeline, partitioning, storage
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
 
@@ -154,11 +154,11 @@ def evaluate_checkpoint(*, model_config: ModelConfig, task: seqio.Task, checkpoi
         batches, model_config.vocab_size)
   if output is None:
     run_dir = checkpoints.find_state_dir(checkpoint).parent.parent.parent
-    name = pathlib.Path(jsonl).stem if jsonl else split
+    name = os.path.splitext(os.path.basename(jsonl))[0] if jsonl else split
     output = run_dir / f"eval_{name}.json"
   if jax.process_index() == 0:
-    pathlib.Path(output).write_text(json.dumps(result, indent=2) + "\n")
-  result["output"] = str(output)
+    storage.write_text(output, json.dumps(result, indent=2) + "\n")
+  result["output"] = os.fspath(output)
   return result
 
 

@@ -73,32 +73,37 @@ def _shards_of_this_process(global_batch_size: int, input_shards: Optional[int])
 class TrainInput:
   """This process's packed training batches, endless, with a position that can be saved.
 
-  Shard ``s`` of ``S`` owns examples ``s, s + S, ...`` of the store; each epoch visits them in a
-  new permutation (``seed`` and ``s`` seed it), and grain's first-fit packer fills
-  ``packing_bins`` rows at a time from that stream. A global batch is shard 0's rows, then shard
-  1's, ...: the batches depend on ``input_shards``, never on how many processes read them, and
-  a position saved by 8 hosts restores on 4.
+  Shard ``s`` of ``S`` owns a contiguous ``1/S`` of each store's examples
+  (``token_store.shard_bounds``), and this process reads only its own shards' examples; each
+  epoch visits them in a new permutation (``seed`` and ``s`` seed it), and grain's first-fit
+  packer fills ``packing_bins`` rows at a time from that stream. A global batch is shard 0's
+  rows, then shard 1's, ...: the batches depend on ``input_shards``, never on how many
+  processes read them, and a position saved by 8 hosts restores on 4.
   """
 
   def __init__(self, sources: list, global_batch_size: int, row_lengths: dict, *,
-               seed: int, input_shards: Optional[int] = None, packing_bins: int = 64):
-    """``sources``: ``[(TokenStore, rate)]`` (``token_store.tokenized_sources``)."""
+               seed: int, input_shards: Optional[int] = None, packing_bins: int = 64,
+               progress: bool = False):
+    """``sources``: ``[(store, rate)]`` (``token_store.tokenized_sources``): each store has a
+    length, ``max_length(feature)`` and ``shard(index, count)``, which reads that shard.
+    ``progress``: a byte counter while a remote store's shard is read."""
     self.shards = _shards_of_this_process(global_batch_size, input_shards)
     self.num_shards = input_shards or jax.process_count()
     self.rows_per_shard = global_batch_size // self.num_shards
     for feature, length in row_lengths.items():
-      longest = max(int(store.lengths(feature).max()) for store, _ in sources)
+      longest = max(store.max_length(feature) for store, _ in sources)
       if longest > length:
         name = {"inputs": "INPUT", "targets": "TARGET"}[feature]
         raise InputConfigError(
             f"a packed {feature} row of {length} tokens cannot hold an example of {longest}: "
             f"raise PACKED_{name}_LENGTH or lower {name}_LENGTH (the per-example cut)")
-    self._iterators = {s: iter(self._dataset(sources, s, row_lengths, seed, packing_bins))
-                       for s in self.shards}
+    self._iterators = {s: iter(self._dataset(sources, s, row_lengths, seed, packing_bins,
+                                             progress)) for s in self.shards}
 
-  def _dataset(self, sources, shard, row_lengths, seed, packing_bins):
+  def _dataset(self, sources, shard, row_lengths, seed, packing_bins, progress):
     shard_seed = int(np.random.SeedSequence([seed, shard]).generate_state(1)[0])
-    parts = [grain.MapDataset.source(store)[shard::self.num_shards] for store, _ in sources]
+    parts = [grain.MapDataset.source(store.shard(shard, self.num_shards, progress=progress))
+             for store, _ in sources]
     if not all(len(part) for part in parts):
       raise InputConfigError(f"input shard {shard} of {self.num_shards} has no examples (the split "
                        f"has {min(len(store) for store, _ in sources)}); use fewer input shards")
@@ -145,7 +150,7 @@ def epoch_rows(sources: list, row_lengths: dict, packing_bins: int = 64) -> int:
   it): an epoch counted in the trainer's rows."""
   rows = 0
   for store, _ in sources:
-    stream = grain.MapDataset.source(store).to_iter_dataset(
+    stream = grain.MapDataset.source(store.shard(0, 1)).to_iter_dataset(
         grain.ReadOptions(num_threads=0, prefetch_buffer_size=0))
     rows += sum(1 for _ in grain.experimental.FirstFitPackIterDataset(
         stream, length_struct=dict(row_lengths), num_packing_bins=packing_bins,

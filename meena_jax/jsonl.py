@@ -6,15 +6,16 @@ the caller's error type naming the line, so each caller checks only its own fiel
 """
 import gzip
 import json
-import pathlib
 from typing import Any, Iterator
+
+from meena_jax import storage
 
 
 def read(path, error: type = ValueError) -> Iterator[tuple[str, Any]]:
   """Yields ``("path:line", record)`` for every non-blank line of ``path``."""
-  path = pathlib.Path(path).expanduser()
-  opener = gzip.open if path.suffix == ".gz" else open
-  with opener(path, "rb") as f:
+  path = storage.path(path)  # Local or gs://.
+  with path.open("rb") as raw_file:
+    f = gzip.GzipFile(fileobj=raw_file) if path.suffix == ".gz" else raw_file
     for number, raw in enumerate(f, start=1):
       where = f"{path}:{number}"
       try:

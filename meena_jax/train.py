@@ -8,7 +8,6 @@
 import dataclasses
 import logging
 import math
-import pathlib
 import sys
 from typing import Any, Callable, Optional
 
@@ -16,7 +15,7 @@ import jax
 import numpy as np
 import optax
 
-from meena_jax import checkpoints, input_pipeline, loop, partitioning, token_store
+from meena_jax import checkpoints, input_pipeline, loop, partitioning, storage, token_store
 from meena_jax import state as state_lib
 from meena_jax import train_step
 from meena_jax import eval as evaluation
@@ -102,8 +101,7 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
   ``packing_bins`` rows fits. The task's train split is tokenised once under
   ``data_cache_dir`` (default: ``model_dir``), see ``token_store``.
   """
-  model_dir = pathlib.Path(model_dir)
-  model_dir.mkdir(parents=True, exist_ok=True)
+  model_dir = storage.writable_dir(model_dir, "MODEL_DIR")  # Local or gs://.
 
   # --- Mesh.
   mesh = partitioning.make_mesh(mesh_data, mesh_model)
@@ -140,7 +138,8 @@ def train(*, model_config: ModelConfig, task, model_dir: str, batch_size: int,
     batches = input_pipeline.TrainInput(
         sources, batch_size, {"inputs": packed_input_length or input_length,
                             "targets": packed_target_length or target_length},
-        seed=seed, input_shards=input_shards, packing_bins=packing_bins)
+        seed=seed, input_shards=input_shards, packing_bins=packing_bins,
+        progress=progress and jax.process_index() == 0)
     loop.continue_input(batches, position, start_step)
 
     # --- The step, compiled once; XLA's FLOP count of it feeds TFLOP/s and MFU.

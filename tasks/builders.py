@@ -16,14 +16,15 @@ from typing import Iterable, Optional
 
 import tensorflow_datasets as tfds
 
+from meena_jax import storage
 from meena_tasks import conversations, reddit_corpus, sources, vocab
 from meena_tasks.conversations import FilterStatistics, Message
 
 DEFAULT_VOCAB_SIZES = {"chitchat": 4000}
 
 
-def vocab_path(data_dir, source: str, vocab_size: int) -> pathlib.Path:
-  return pathlib.Path(data_dir).expanduser() / "meena_vocab" / f"{source}_{vocab_size}.model"
+def vocab_path(data_dir, source: str, vocab_size: int) -> storage.Path:
+  return storage.path(data_dir) / "meena_vocab" / f"{source}_{vocab_size}.model"
 
 
 class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
@@ -38,7 +39,7 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     super().__init__(**kwargs)
     self.vocab_size = vocab_size or DEFAULT_VOCAB_SIZES.get(self.source_name, 8000)
     self.skip_malformed = skip_malformed
-    self._vocab_file = pathlib.Path(vocab_file) if vocab_file else None
+    self._vocab_file = storage.path(vocab_file) if vocab_file else None
     if self._vocab_file and not self._vocab_file.is_file():
       raise FileNotFoundError(f"{self.name}: vocab_file {vocab_file} does not exist")
 
@@ -47,7 +48,7 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return self.builder_config.name if self.builder_config else self.name
 
   @property
-  def vocab_file(self) -> pathlib.Path:
+  def vocab_file(self) -> storage.Path:
     return self._vocab_file or vocab_path(self._data_dir_root, self.source_name,
                                           self.vocab_size)
 
@@ -78,7 +79,7 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         lambda: (m.text for g in cleaned["train"] for m in g if m is not None),
         self.vocab_file, self.vocab_size)
     import sentencepiece as spm
-    processor = spm.SentencePieceProcessor(model_file=str(model))
+    processor = spm.SentencePieceProcessor(model_proto=model.read_bytes())  # Local or gs://.
     count_subwords = lambda texts: [len(ids) for ids in processor.encode(texts)]
     examples = {}
     for split, split_groups in groups.items():
@@ -100,9 +101,11 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     return {split: self._generate_examples(exs) for split, exs in examples.items() if exs}
 
   def _write_statistics(self, stats: dict):
-    path = pathlib.Path(self.data_dir) / "filter_statistics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({split: s.as_dict() for split, s in stats.items()}, indent=1))
+    path = storage.path(self.data_dir) / "filter_statistics.json"
+    if not storage.is_remote(path):
+      path.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_text(path, json.dumps({split: s.as_dict() for split, s in stats.items()},
+                                        indent=1))
 
   def _generate_examples(self, examples: Iterable[conversations.Example]):
     for ex in examples:
@@ -113,7 +116,7 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
 
 def statistics(builder: tfds.core.DatasetBuilder) -> dict:
   """The ``filter_statistics.json`` of a prepared builder."""
-  return json.loads((pathlib.Path(builder.data_dir) / "filter_statistics.json").read_text())
+  return json.loads((storage.path(builder.data_dir) / "filter_statistics.json").read_text())
 
 
 def chitchat_groups() -> dict[str, list[list[Message]]]:

@@ -15,14 +15,13 @@ import logging
 import os
 import pathlib
 import re
-import shutil
-import tempfile
 from typing import Optional
 
 import seqio
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from meena_jax import storage
 from meena_tasks import builders, sources, vocab
 
 log = logging.getLogger("meena_tasks.seqio_tasks")
@@ -97,7 +96,7 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
   through the ``conversations_jsonl`` builder with Meena's filters and ``vocab_file`` (the
   evaluated model's vocabulary). Prepared once per file content: the config name carries a hash
   of the path, size and modification time."""
-  path = pathlib.Path(path).expanduser().resolve()
+  path = pathlib.Path(path).expanduser().resolve()  # --jsonl: a local file.
   if not path.is_file():
     raise FileNotFoundError(f"{path}: no such conversation file")
   stat = path.stat()
@@ -110,13 +109,13 @@ def jsonl_task(path: str, vocab_file: str, data_dir: str = DEFAULT_DATA_DIR) -> 
     return _register(f"jsonl_{stem}_{digest}", builder)
   except (sources.MalformedInputError, builders.NoExamplesError):
     # Nothing half-made stays behind: the config's directory holds no finished version.
-    config_dir = pathlib.Path(builder.data_dir).parent
+    config_dir = storage.path(builder.data_dir).parent
     if config_dir.name == config.name and not any(
         p.is_dir() and not p.name.startswith("incomplete") for p in config_dir.iterdir()):
-      shutil.rmtree(config_dir, ignore_errors=True)
+      storage.remove_tree(config_dir)
       # TFDS may have noted the config in `.config/metadata.json`; nothing else there: remove.
       if not any(p.name != ".config" for p in config_dir.parent.iterdir()):
-        shutil.rmtree(config_dir.parent, ignore_errors=True)
+        storage.remove_tree(config_dir.parent)
     raise
 
 
@@ -128,7 +127,7 @@ def prepare(builder, name: str):
   """Downloads and prepares ``builder``'s data (and trains its vocabulary if missing), saying so:
   a run that finds its task unprepared does this once (``python -m meena_jax prepare`` does
   it ahead)."""
-  _check_writable(pathlib.Path(builder.data_dir_root), name)
+  _check_writable(builder.data_dir_root, name)
   log.info("preparing task %s under %s (first use; python -m meena_jax prepare %s does this "
            "ahead of a run)", name, builder.data_dir_root, name)
   builder.download_and_prepare()
@@ -152,16 +151,15 @@ def _register(name: str, builder) -> seqio.Task:
                        "targets": seqio.Feature(vocabulary, add_eos=True)})
 
 
-def _check_writable(data_dir: pathlib.Path, name: str):
-  """Raises ``DataDirError`` (one line) before TFDS fails half-way with a traceback."""
+def _check_writable(data_dir, name: str):
+  """Raises ``DataDirError`` (one line) before TFDS fails half-way with a traceback (a local
+  or ``gs://`` directory: a missing bucket or a 403 says so)."""
   try:
-    data_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryFile(dir=data_dir):
-      pass
-  except OSError as error:
-    raise DataDirError(f"DATA_DIR={data_dir}: task {name!r} is not prepared there and the "
-                       f"directory cannot be written ({error.strerror}); pass a writable "
-                       f"--gin.DATA_DIR, or one where it is prepared") from None
+    storage.writable_dir(data_dir, "DATA_DIR")
+  except storage.StorageError as error:
+    raise DataDirError(f"DATA_DIR={data_dir}: task {name!r} is not prepared there and "
+                       f"{error.why}; pass a writable --gin.DATA_DIR, or one where it is "
+                       f"prepared") from None
 
 
 def get_reddit_mixture(pushshift_config: builders.PushshiftConfig,

@@ -23,6 +23,8 @@ from typing import Iterable
 import sentencepiece as spm
 from sentencepiece import sentencepiece_model_pb2
 
+from meena_jax import storage
+
 TURN_SEPARATOR = "<turn>"
 # Zero-width no-break space (byte-order mark) and zero-width space: no meaning, split words.
 DROPPED_CHARACTERS = ("\ufeff", "\u200b")
@@ -37,9 +39,10 @@ def _sampled(texts: Iterable[str], max_sentences: int, seed: int) -> list[str]:
 
 
 def train(texts: Iterable[str], model_path, vocab_size: int = 8000, seed: int = 0,
-          max_sentences: int = MAX_TRAINING_SENTENCES) -> pathlib.Path:
-  """Trains a BPE model on ``texts`` and writes ``model_path`` (``.model``) atomically."""
-  model_path = pathlib.Path(model_path)
+          max_sentences: int = MAX_TRAINING_SENTENCES) -> storage.Path:
+  """Trains a BPE model on ``texts`` and writes ``model_path`` (``.model``, local or
+  ``gs://``) atomically."""
+  model_path = storage.path(model_path)
   sentences = _sampled(texts, max_sentences, seed)
   if not sentences:
     raise ValueError(f"no text to train the vocabulary {model_path} on")
@@ -51,10 +54,9 @@ def train(texts: Iterable[str], model_path, vocab_size: int = 8000, seed: int = 
   # The model records the rules' (temporary) path: cleared, so the bytes depend on the text only.
   proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())
   proto.normalizer_spec.ClearField("normalization_rule_tsv")
-  model_path.parent.mkdir(parents=True, exist_ok=True)
-  partial = model_path.with_suffix(".partial")
-  partial.write_bytes(proto.SerializeToString())
-  partial.replace(model_path)
+  if not storage.is_remote(model_path):
+    model_path.parent.mkdir(parents=True, exist_ok=True)
+  storage.write_bytes(model_path, proto.SerializeToString())
   return model_path
 
 
@@ -68,9 +70,9 @@ def _train_bpe(sentences: list, model: io.BytesIO, vocab_size: int, rules: pathl
       remove_extra_whitespaces=True, minloglevel=2)
 
 
-def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0) -> pathlib.Path:
+def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0) -> storage.Path:
   """The vocabulary at ``model_path``, trained from ``texts_fn()`` on first use."""
-  model_path = pathlib.Path(model_path)
+  model_path = storage.path(model_path)
   if not model_path.exists():
     train(texts_fn(), model_path, vocab_size, seed)
   return model_path

@@ -74,7 +74,7 @@ def memory_train_input(vocab_size: int, batch_size: int, row_lengths: dict, *, s
     lengths = rng.integers(2, 7, examples)
     tokens[feature] = rng.integers(2, vocab_size, int(lengths.sum())).astype(np.int32)
     offsets[feature] = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-  store = token_store.TokenStore(tokens=tokens, offsets=offsets, path="memory")
+  store = token_store.TokenStore.from_arrays(tokens, offsets)
   return input_pipeline.TrainInput([(store, 1.0)], batch_size, row_lengths, seed=seed)
 
 
@@ -86,6 +86,24 @@ def chitchat_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp("tfds"))
   seqio_tasks.get_task("chitchat", data_dir)
   return data_dir
+
+
+@pytest.fixture(scope="session")
+def gcs(tmp_path_factory):
+  """A Cloud Storage emulator (``tests/gcs_emulator.py``) that this process's GCS clients
+  (TensorFlow's, tensorstore) and its subprocesses (given ``gcs.env(tag)``) reach; its
+  traffic is counted under the tag ``tests``. Buckets are the tests' to create."""
+  from tests import gcs_emulator  # pylint: disable=import-outside-toplevel
+  emulator = gcs_emulator.GcsEmulator(tmp_path_factory.mktemp("gcs")).start()
+  saved = {k: os.environ.get(k) for k in emulator.env()}
+  emulator.apply("tests")
+  yield emulator
+  emulator.stop()
+  for key, value in saved.items():
+    if value is None:
+      os.environ.pop(key, None)
+    else:
+      os.environ[key] = value
 
 
 @pytest.fixture(autouse=True)

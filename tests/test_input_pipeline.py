@@ -26,24 +26,31 @@ def synthetic_store(n=200, seed=0, cut=(16, 8)) -> token_store.TokenStore:
              for _ in range(n)]
     tokens[feature] = np.concatenate(parts)
     offsets[feature] = np.concatenate([[0], np.cumsum([len(p) for p in parts])])
-  return token_store.TokenStore(tokens, offsets, "synthetic")
+  return token_store.TokenStore.from_arrays(tokens, offsets, "synthetic")
 
 
 class CountingStore:
-  """A store that counts the examples read from it."""
+  """A store that counts the examples read from it, through the shards it hands out too."""
 
-  def __init__(self, store):
-    self.store, self.reads = store, 0
+  def __init__(self, store, counter=None):
+    self.store, self._counter = store, counter if counter is not None else [0]
+
+  @property
+  def reads(self):
+    return self._counter[0]
 
   def __len__(self):
     return len(self.store)
 
   def __getitem__(self, index):
-    self.reads += 1
+    self._counter[0] += 1
     return self.store[index]
 
-  def lengths(self, feature):
-    return self.store.lengths(feature)
+  def max_length(self, feature):
+    return self.store.max_length(feature)
+
+  def shard(self, index, count, progress=False):
+    return CountingStore(self.store.shard(index, count, progress), self._counter)
 
 
 def take(train_input, n):
@@ -84,7 +91,7 @@ def test_every_epoch_visits_each_example_once_in_a_new_order_and_shards_split_th
     order = [ids[e] for batch in batches
              for e in _examples({k: v[rows] for k, v in batch.items()})]
     first, second = order[:32], order[32:64]
-    assert sorted(first) == sorted(second) == list(range(shard, 64, 2))
+    assert sorted(first) == sorted(second) == list(range(32 * shard, 32 * (shard + 1)))
     assert first != second  # Reshuffled each epoch.
     seen[shard] = set(first)
   assert not seen[0] & seen[1]
@@ -158,17 +165,18 @@ def test_a_row_shorter_than_the_cut_and_a_foreign_position_are_refused():
 def test_the_store_holds_the_tasks_own_examples(chitchat_dir, tmp_path):
   from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
   task = seqio_tasks.get_task("chitchat", chitchat_dir)
-  store = token_store.tokenized(task, "validation", {"inputs": 32, "targets": 16},
-                                str(tmp_path), progress=False)
+  stored = token_store.tokenized(task, "validation", {"inputs": 32, "targets": 16},
+                                 str(tmp_path), progress=False)
+  store = stored.shard(0, 1)
   expected = list(task.get_dataset({"inputs": 32, "targets": 16}, split="validation",
                                    shuffle=False).as_numpy_iterator())
   assert len(store) == len(expected)
   for i in (0, 1, len(store) - 1):
     assert np.array_equal(store[i]["inputs"], expected[i]["inputs"])
     assert np.array_equal(store[i]["targets"], expected[i]["targets"])
-  assert not list(tmp_path.glob("**/*.incomplete-*"))
+  assert not list(tmp_path.glob("**/*.tmp"))
   assert token_store.tokenized(task, "validation", {"inputs": 32, "targets": 16},
-                               str(tmp_path), progress=False).path == store.path  # Reused.
+                               str(tmp_path), progress=False).path == stored.path  # Reused.
 
 
 def test_data_stats_prints_lengths_truncation_and_fill_and_names_a_bad_row_flag(

@@ -2,6 +2,7 @@
 pod launch per run, the report, and a 2x2 sweep of a tiny model that is interrupted, resumed
 and reported (in this process: one Python, every run's step compiled once)."""
 import json
+import os
 import re
 import sys
 
@@ -110,18 +111,21 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
       "BATCH_SIZE": "32"}
 
 
-def test_pod_mode_emits_one_checked_launch_per_run(capsys):
-  sweep.main([RUN, "--gin.MODEL_DIR=gs://b/sweep", "--gin.BATCH_SIZE=256",
+def test_pod_mode_emits_one_checked_launch_per_run(gcs, capsys):
+  gcs.create_bucket("bkt")  # Each run's MODEL_DIR is checked writable before its slice.
+  sweep.main([RUN, "--gin.MODEL_DIR=gs://bkt/sweep", "--gin.BATCH_SIZE=256",
               "--sweep", "train.learning_rate=[0.01, 0.003]", "--pod", "--dry_run",
               "--tpu_name=sw", "--zone=z", "--project=p", "--accelerator_type=v3-32",
               "--git_ref=main", "--repo_url=https://example.com/meena_jax.git"])
   printed = capsys.readouterr().out
   assert printed.count("# create: create the slice\n") == 2
   assert "## run 2/2: learning_rate=0.003 on sw-1\n# v3-32: 32 JAX devices" in printed
-  assert ("--gin.MODEL_DIR=gs://b/sweep/learning_rate=0.003 "
+  assert ("# storage: MODEL_DIR=gs://bkt/sweep/learning_rate=0.003 is writable (an object "
+          "written and deleted)\n") in printed
+  assert ("--gin.MODEL_DIR=gs://bkt/sweep/learning_rate=0.003 "
           "--gin.train.learning_rate=0.003 --distributed;") in printed
   with pytest.raises(SystemExit, match=r"^--pod needs --zone, --project, --accelerator_type$"):
-    sweep.main([RUN, "--gin.MODEL_DIR=gs://b/s", "--sweep", "BATCH_SIZE=[256]", "--pod",
+    sweep.main([RUN, "--gin.MODEL_DIR=gs://bkt/s", "--sweep", "BATCH_SIZE=[256]", "--pod",
                 "--tpu_name=sw"])
 
 
@@ -144,7 +148,7 @@ def test_report_lists_every_run_with_its_numbers(tmp_path):
       "a=1  A=1         4/4       4.250          70.50",
       "a=2  A=2         4/4       4.500          80.00",
       "a=3  A=3         0/4           -              -"]
-  assert png == tmp_path / "sweep.png" and png.stat().st_size > 0
+  assert png == tmp_path / "sweep.png" and (tmp_path / "sweep.png").stat().st_size > 0
 
 
 # A tiny ET/Transformer (d_model 32, one decoder block) on chitchat: three steps, eval at 3.
@@ -208,6 +212,6 @@ def test_a_2x2_sweep_runs_resumes_after_an_interruption_and_reports_4_runs(
     run_cells = row.split()
     assert run_cells[-3] == "3/3", row
     assert 0 < float(run_cells[-2]) < 20 and 1 < float(run_cells[-1]) < 1e6, row
-  assert png.stat().st_size > 0
+  assert os.path.getsize(png) > 0
   sweep.main(["report", str(root)])
   assert capsys.readouterr().out.startswith(table)

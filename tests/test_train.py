@@ -158,11 +158,11 @@ def read_only_dir(tmp_path):
 def test_a_read_only_model_dir_or_data_dir_is_one_line_and_leaves_nothing(tmp_path,
                                                                          read_only_dir):
   message = _cli_train(tmp_path, read_only_dir / "run", tmp_path / "data")
-  assert message == (f"MODEL_DIR={read_only_dir}/run: cannot write there (Read-only file "
-                     f"system); choose a writable --gin.MODEL_DIR")
+  assert message == (f"MODEL_DIR={read_only_dir}/run: it cannot be written (Read-only file "
+                     f"system); choose another --gin.MODEL_DIR")
   message = _cli_train(tmp_path, tmp_path / "run", read_only_dir)
   assert message == (f"error: DATA_DIR={read_only_dir}: task 'chitchat' is not prepared there "
-                     f"and the directory cannot be written (Read-only file system); pass a "
+                     f"and it cannot be written (Read-only file system); pass a "
                      f"writable --gin.DATA_DIR, or one where it is prepared")
   assert not (tmp_path / "run").exists()  # The MODEL_DIR this run created is gone again.
 

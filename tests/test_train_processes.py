@@ -32,8 +32,13 @@ def train_command(model_dir, data_dir, steps, *extra):
 
 
 def environment(devices):
+  """A child's environment: ``devices`` CPU devices, and the tests' compilation cache (the
+  children of a module compile the same steps; conftest sets it for this process only)."""
+  import jax  # pylint: disable=import-outside-toplevel
   return dict(os.environ, JAX_PLATFORMS="cpu", XLA_FLAGS=(
-      f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"))
+      f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"),
+      JAX_COMPILATION_CACHE_DIR=jax.config.jax_compilation_cache_dir,
+      JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0.5")
 
 
 def train(model_dir, data_dir, steps, devices, *extra):

@@ -35,6 +35,25 @@ def _report(argv):
   print(report.plot(args.run_dirs, args.output))
 
 
+def _check_checkpoints(name: str):
+  """Every checkpoint the command reads (local or gs://) exists, before data is prepared or a
+  program compiled; otherwise one line naming the binding."""
+  from meena_jax import checkpoints, cli, storage  # pylint: disable=import-outside-toplevel
+  bound = cli.bound_arguments(name, CHECKPOINT_PARAMETERS)
+  given = {f"{name}.{k}": v for k, v in bound.items() if k != "policies"}
+  given.update({f"{name}.policies[{k!r}]": v for k, v in bound.get("policies", {}).items()})
+  try:
+    for binding, location in given.items():
+      if location:
+        checkpoints.require(location, binding)
+  except storage.StorageError as error:
+    raise SystemExit(f"error: {error}") from None
+
+
+CHECKPOINT_PARAMETERS = ("checkpoint", "init_checkpoint", "policy_checkpoint",
+                         "reward_checkpoint", "reference_checkpoint", "policies")
+
+
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if argv[:1] in (["-h"], ["--help"]):
@@ -65,6 +84,7 @@ def main(argv=None):
   run_dir_macro = {"rm_eval": None, "policy_eval": None}.get(command, "RUN_DIR")
   if run_dir_macro:
     cli.require(f"{name}.run_dir", run_dir_macro, "/path/to/run")
+  _check_checkpoints(name)
   result = gin.get_configurable(name)()
   if command == "ppo":
     result = result[-1] if result else {}

@@ -8,13 +8,12 @@ the model was trained. Contexts keep their most recent ``input_length`` tokens.
 import json
 import logging
 import math
-import pathlib
 from typing import Optional
 
 import jax
 import numpy as np
 
-from meena_jax import checkpoints, input_pipeline, partitioning, token_store
+from meena_jax import checkpoints, input_pipeline, partitioning, storage, token_store
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq
 from meena_jax.posttrain import dpo, evaluate, ppo, preference_data, rm
@@ -37,9 +36,7 @@ def _load(path, vocabulary, input_length, target_length, max_examples: int = 0):
 
 
 def _write(run_dir, name: str, result: dict) -> dict:
-  path = pathlib.Path(run_dir) / name
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(result, indent=2) + "\n")
+  storage.write_text(storage.path(run_dir) / name, json.dumps(result, indent=2) + "\n")
   return result
 
 
@@ -225,6 +222,7 @@ def evaluate_policies(*, model_config: ModelConfig, task, policies: dict,
       log.info("%s: %s", name, {k: v for k, v in result["policies"][name].items()
                                 if not isinstance(v, list)})
     if output:
-      pathlib.Path(output).parent.mkdir(parents=True, exist_ok=True)
-      pathlib.Path(output).write_text(json.dumps(result, indent=2) + "\n")
+      if not storage.is_remote(output):
+        storage.path(output).parent.mkdir(parents=True, exist_ok=True)
+      storage.write_text(output, json.dumps(result, indent=2) + "\n")
     return result

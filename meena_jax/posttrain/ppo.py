@@ -16,7 +16,6 @@ the iteration, so a resumed run continues exactly.
 """
 import dataclasses
 import functools
-import pathlib
 import time
 from typing import Callable, Optional
 
@@ -26,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from meena_jax import decoding, input_pipeline, loop, partitioning
+from meena_jax import decoding, input_pipeline, loop, partitioning, storage
 from meena_jax import state as state_lib
 from meena_jax.config import ModelConfig
 from meena_jax.model import Seq2Seq, loss_fn, model_inputs
@@ -283,5 +282,5 @@ def run(*, model_config: ModelConfig, config: PPOConfig, policy_params, referenc
                            keep_checkpoints=keep_checkpoints),
       summarize=lambda number, sums, steps, seconds: {k: v / steps for k, v in sums.items()},
       position=position, on_record=on_record, progress=progress,
-      description=pathlib.Path(run_dir).name, shown=("reward", "kl", "value_loss"))
+      description=storage.path(run_dir).name, shown=("reward", "kl", "value_loss"))
   return records

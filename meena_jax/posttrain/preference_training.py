@@ -7,14 +7,13 @@ The reward model and DPO differ only in the loss (``loss(params, batch, key) -> 
 and PPO use Adam; Meena's Adafactor scales steps by parameter size, which fine-tuning learning
 rates are not quoted in). Batches are rows of ``preference_data.encode_comparisons`` arrays.
 """
-import pathlib
 from typing import Callable, Optional
 
 import jax
 import numpy as np
 import optax
 
-from meena_jax import input_pipeline, loop, partitioning
+from meena_jax import input_pipeline, loop, partitioning, storage
 from meena_jax import state as state_lib
 
 
@@ -90,7 +89,7 @@ def fit(loss: Callable, module, params, data: dict, *, run_dir, mesh, batch_size
       step, state, first_step=int(state.step), manager=manager, run_dir=run_dir,
       cadence=loop.Cadence(len(order), log_every, checkpoint_every or len(order),
                            keep_checkpoints=keep_checkpoints),
-      summarize=summarize, progress=progress, description=pathlib.Path(run_dir).name,
+      summarize=summarize, progress=progress, description=storage.path(run_dir).name,
       finalize=(lambda s: s.replace(params=finalize(s.params))) if finalize else None,
       evaluate=(lambda s: evaluate(s.params)) if evaluate else None,
       shown=("loss", "accuracy"))

@@ -1,7 +1,6 @@
 """PPO curves from a run's ``metrics.jsonl``: reward, KL, entropy, value loss, clip fraction,
 response length and ptx loss per iteration, one panel each, as PNG. Several run directories
 draw one line each (e.g. beta = 0.02 against beta = 0, or seeds)."""
-import pathlib
 from typing import Sequence
 
 import matplotlib
@@ -9,7 +8,7 @@ import matplotlib
 matplotlib.use("Agg")  # Files only.
 import matplotlib.pyplot as plt  # pylint: disable=wrong-import-position
 
-from meena_jax import curves  # pylint: disable=wrong-import-position
+from meena_jax import curves, storage  # pylint: disable=wrong-import-position
 
 PANELS = (("reward", "RM reward"), ("kl", "KL to reference (nats/response)"),
           ("entropy", "entropy (nats/token)"), ("value_loss", "value loss"),
@@ -24,7 +23,7 @@ def read_records(run_dir) -> list:
   return [by_step[s] for s in sorted(by_step)]
 
 
-def plot(run_dirs: Sequence, output=None) -> pathlib.Path:
+def plot(run_dirs: Sequence, output=None) -> storage.Path:
   """Draws the panels for every run into ``output`` (default ``<first run>/ppo.png``)."""
   figure, axes = plt.subplots(2, 4, figsize=(16, 7))
   for run_dir in run_dirs:
@@ -32,13 +31,10 @@ def plot(run_dirs: Sequence, output=None) -> pathlib.Path:
     steps = [r["step"] for r in records]
     for axis, (key, title) in zip(axes.flat, PANELS):
       axis.plot(steps, [r.get(key, float("nan")) for r in records], marker=".",
-                label=pathlib.Path(run_dir).name)
+                label=storage.path(run_dir).name)
       axis.set(title=title, xlabel="iteration")
       axis.grid(alpha=0.3)
   axes.flat[0].legend(fontsize="small")
   axes.flat[-1].axis("off")
   figure.tight_layout()
-  output = pathlib.Path(output or pathlib.Path(run_dirs[0]) / "ppo.png")
-  figure.savefig(output, dpi=100)
-  plt.close(figure)
-  return output
+  return curves.save_png(figure, output or storage.path(run_dirs[0]) / "ppo.png")

@@ -72,7 +72,7 @@ def cmd_generate(argv):
 
 
 def cmd_run(argv):
-  from meena_jax import chat, checkpoints, cli  # pylint: disable=import-outside-toplevel
+  from meena_jax import chat, checkpoints, cli, storage  # pylint: disable=import-outside-toplevel
   from meena_jax.safety import runner, suite  # pylint: disable=import-outside-toplevel
   parser = _parser("run", "answer every prompt of a suite (resumable by prompt id)")
   parser.add_argument("--suite", required=True)
@@ -96,17 +96,18 @@ def cmd_run(argv):
   if args.benign:
     rows += runner.read_benign(args.benign, args.benign_limit)
   try:
+    checkpoints.require(checkpoint)  # Local or gs://; before anything is prepared or compiled.
     responder = cli.configured("load_responder", seed=args.seed,
                                compiler_options=cli.decoding_compiler_options())
     step = checkpoints.checkpoint_step(checkpoint)
   except checkpoints.CheckpointMismatchError as error:
     raise SystemExit(f"checkpoint does not match the gin model: {error}") from None
-  except FileNotFoundError as error:
+  except (FileNotFoundError, storage.StorageError) as error:
     raise SystemExit(str(error)) from None
   input_filter = None
   if args.input_filter != "none" or args.blocklist:
     input_filter = runner.InputFilter(args.input_filter == "profanity", args.blocklist)
-  system = args.system or f"{pathlib.Path(str(checkpoint)).name}@{step}"
+  system = args.system or f"{storage.path(checkpoint).name}@{step}"
   counts = runner.run(responder, rows, args.output, mode=args.mode, system=system,
                       checkpoint=str(checkpoint), checkpoint_step=step, seed=args.seed,
                       input_filter=input_filter)
