@@ -6,8 +6,8 @@ start the same training command on all of them, follow the log, delete the slice
       --gin_file=gin/runs/et_tiny_chitchat.gin --gin.MODEL_DIR=gs://BUCKET/tiny \\
       --gin.BATCH_SIZE=256 --dry_run
 
-``--dry_run`` prints the plan (slice, mesh, batch split, train state per device) and the
-``gcloud`` commands, and touches nothing. Without it the commands run one after another and the
+``--dry_run`` prints the plan (slice, mesh, batch split, train state per device, the storage
+checks) and the ``gcloud`` commands, and creates nothing. Without it the commands run one after another and the
 first failure stops the launch with that command's output. Each worker gets the repository (a
 git ref, or a wheel plus ``gin/``) in ``~/meena_jax`` with a Python 3.11 venv made by uv (TPU VM
 images ship 3.10), and every worker runs the same ``python -m meena_jax.train <gin flags>``,
@@ -23,6 +23,12 @@ a config whose compiled memory exceeds a device's HBM, naming the numbers and th
 buffers, and prints the predicted step time and MFU. Without libtpu, or with
 ``--skip_compile_check``, it adds up parameters, gradients and Adafactor slots instead, which
 counts no activations, and says so. Slice facts: ``meena_jax.slices``.
+
+Storage is checked before a slice is paid for, with this machine's credentials (application
+default credentials: ``gcloud auth application-default login``): an object is written under
+``MODEL_DIR`` and deleted, and a ``gs://`` ``DATA_DIR`` must hold the prepared task (otherwise
+the launch stops and names the prepare command); its token store is looked for too. A typo in
+a bucket name costs seconds, not a pod start-up. ``--skip_storage_check`` skips this.
 """
 import argparse
 import collections
@@ -63,6 +69,8 @@ class RunConfig:
   num_microbatches: int
   input_shards: Optional[int]
   settings: dict  # train.programs' settings (model_config included): what gets compiled.
+  task: dict = dataclasses.field(default_factory=dict)  # get_task's bound arguments.
+  data_cache_dir: Optional[str] = None  # Where the token store lives (train.data_cache_dir).
 
   @property
   def model_config(self):
@@ -81,7 +89,60 @@ def read_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
       batch_size=settings["batch_size"], mesh_data=settings["mesh_data"],
       mesh_model=settings["mesh_model"], num_microbatches=settings["num_microbatches"],
       input_shards=cli.bound_arguments("train", ["input_shards"]).get("input_shards"),
-      settings=settings)
+      settings=settings, task=cli.bound_arguments("get_task", TASK_ARGUMENTS),
+      data_cache_dir=cli.bound_arguments("train", ["data_cache_dir"]).get("data_cache_dir"))
+
+
+TASK_ARGUMENTS = ("name", "data_dir", "source_dir", "vocab_file", "vocab_size",
+                  "skip_malformed", "config")
+
+
+def check_storage(run: RunConfig) -> list[str]:
+  """Refuses, one line naming the setting, a ``MODEL_DIR`` this machine cannot write (an
+  object is written and deleted: a missing bucket or a 403 says so) or a ``gs://``
+  ``DATA_DIR`` without the prepared task; returns the lines the plan prints: what was checked,
+  the token store's state, and what could not be checked from here."""
+  from meena_jax import storage, token_store  # pylint: disable=import-outside-toplevel
+  if storage.is_remote(run.model_dir):
+    try:
+      storage.writable_dir(run.model_dir, "MODEL_DIR")
+    except storage.StorageError as error:
+      raise SystemExit(f"{error}; fix it before a slice is created") from None
+    lines = [f"# storage: MODEL_DIR={run.model_dir} is writable (an object written and "
+             f"deleted)"]
+  else:
+    lines = [f"# storage: MODEL_DIR={run.model_dir} is the TPU VM's own disk: not checked "
+             f"from here"]
+  name, data_dir = run.task.get("name"), run.task.get("data_dir")
+  if name is None or data_dir is None:
+    return lines + ["# storage: the run's task is not get_task(name, data_dir): DATA_DIR not "
+                    "checked"]
+  if not storage.is_remote(data_dir):
+    return lines + [f"# storage: DATA_DIR={data_dir} is each worker's own disk: every worker "
+                    f"prepares task {name} itself at start; a gs:// DATA_DIR prepared ahead "
+                    f"saves that"]
+  from meena_tasks import seqio_tasks  # pylint: disable=import-outside-toplevel
+  kwargs = {k: v for k, v in run.task.items() if k not in ("name", "data_dir") and v is not None}
+  try:
+    storage.check_bucket(data_dir, "DATA_DIR")
+    builder = seqio_tasks.SOURCES[name](data_dir=data_dir, **kwargs)
+    prepared = builder.is_prepared()
+  except storage.StorageError as error:
+    raise SystemExit(f"{error}; fix it before a slice is created") from None
+  if not prepared:
+    raise SystemExit(f"DATA_DIR={data_dir}: task {name} is not prepared there; prepare it "
+                     f"first (every host would wait on it): python -m meena_jax prepare "
+                     f"{name} --data_dir {data_dir}")
+  lines.append(f"# storage: DATA_DIR={data_dir} holds task {name} ({builder.info.full_name})")
+  task = seqio_tasks.get_task(name, data_dir, **kwargs)
+  cut = {"inputs": run.settings["input_length"], "targets": run.settings["target_length"]}
+  path = token_store.store_dir(run.data_cache_dir or data_dir, task, "train", cut)
+  store = token_store.open_store(path)
+  lines.append(f"# storage: token store {path}: " + (
+      f"{len(store):,} examples in {len(store.meta['files'])} files; each host reads its "
+      f"own 1/{run.input_shards or '<hosts>'}" if store is not None else
+      "missing: process 0 tokenises the train split at start while the others wait"))
+  return lines
 
 
 def load_run(gin_files: Sequence[str], overrides: Sequence[str]) -> RunConfig:
@@ -411,6 +472,9 @@ def add_pod_flags(parser: argparse.ArgumentParser, required: bool = True):
   group.add_argument("--skip_compile_check", action="store_true",
                      help="check the fit by arithmetic, without compiling the steps for the "
                           "slice (what happens anyway without libtpu)")
+  group.add_argument("--skip_storage_check", action="store_true",
+                     help="do not check MODEL_DIR and DATA_DIR from this machine (no "
+                          "credentials here)")
   group.add_argument("--queued", action="store_true",
                      help="create through a queued resource and wait until it is ACTIVE")
   group = parser.add_argument_group("what to install (one of)")
@@ -463,6 +527,8 @@ def main(argv=None):
   job = make_job(args, dry_run=args.dry_run)
   run = read_run(args.gin_file, [a[len("--gin."):] for a in argv if a.startswith("--gin.")])
   layout = check(run, job.slice, keep=args.keep, compile_check=not args.skip_compile_check)
+  storage_lines = (["# storage: not checked (--skip_storage_check)"]
+                   if args.skip_storage_check else check_storage(run))
   steps = build_steps(job, run)
   delete = steps[-1]
   if args.keep:
@@ -471,7 +537,7 @@ def main(argv=None):
   if args.detach:
     later = [s for s in steps if s.kind in ("tail", "delete")]
     steps = [s for s in steps if s.kind not in ("tail", "delete")]
-  print("\n".join(describe(run, job.slice, layout)))
+  print("\n".join(describe(run, job.slice, layout) + storage_lines))
   if args.dry_run:
     print("\n".join(render(steps)))
   else:

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Optional
@@ -148,7 +149,12 @@ class GcsEmulator:
   # --- The server's contents, read and written directly (not through the proxy).
 
   def create_bucket(self, name: str):
-    self._json("POST", "/storage/v1/b", {"name": name})
+    """Creates bucket ``name`` (one that exists already is left as it is)."""
+    try:
+      self._json("POST", "/storage/v1/b", {"name": name})
+    except urllib.error.HTTPError as error:
+      if error.code != 409:
+        raise
 
   def delete_bucket(self, name: str):
     """Deletes the bucket and everything in it."""

@@ -29,12 +29,15 @@ CASES = {
     "v3-2048": ["--tpu_name=meena", "--accelerator_type=v3-2048", *WHERE, "--queued",
                 "--git_ref=v0.1.0", "--repo_url=https://github.com/my-org/meena_jax",
                 "--gin_file=gin/runs/meena_2.6b_pod.gin",
-                "--gin.MODEL_DIR=gs://my-bucket/meena-2.6b"],
+                "--gin.MODEL_DIR=gs://my-bucket/meena-2.6b", "--skip_storage_check"],
 }
 
 
 @pytest.fixture(autouse=True)
-def _clean(monkeypatch):
+def _clean(gcs, monkeypatch):
+  # Storage is checked against the emulator, where these buckets exist.
+  for bucket in ("my-bucket", "bkt"):
+    gcs.create_bucket(bucket)
   monkeypatch.chdir(REPO_ROOT)
   # These tests check the plan and the arithmetic fit; the compiled fit (minutes for Meena)
   # is tested in test_compile.py.
@@ -72,7 +75,7 @@ def refusal(*argv) -> str:
 
 def tiny_on(accelerator, *gin_flags):
   return [f"--accelerator_type={accelerator}", "--tpu_name=t", *WHERE, *GIT, *TINY,
-          "--gin.MODEL_DIR=gs://b/run", *gin_flags]
+          "--gin.MODEL_DIR=gs://bkt/run", *gin_flags]
 
 
 @pytest.mark.parametrize("accelerator, message", [
@@ -136,7 +139,7 @@ def test_a_local_model_dir_on_one_host_needs_keep(capsys):
 
 def test_a_train_state_larger_than_device_memory_is_refused():
   assert refusal("--accelerator_type=v3-8", "--tpu_name=t", *WHERE, *GIT,
-                 "--gin_file=gin/runs/meena_2.6b_pod.gin", "--gin.MODEL_DIR=gs://b/meena",
+                 "--gin_file=gin/runs/meena_2.6b_pod.gin", "--gin.MODEL_DIR=gs://bkt/meena",
                  "--gin.MESH_MODEL=1", "--gin.BATCH_SIZE=8") == (
       "the train state does not fit: 9.66 GiB of parameters, the same again of gradients and "
       "79.5 MiB of Adafactor state per device exceed the 16.00 GiB of a v3-8 device; raise "
@@ -176,7 +179,7 @@ def test_a_launch_runs_every_command_in_order(tmp_path, monkeypatch, capsys):
   wheel = tmp_path / "meena_jax-0.1.0-py3-none-any.whl"
   wheel.write_bytes(b"")
   tpu_pod.main(["--tpu_name=t", "--accelerator_type=v3-8", *WHERE, "--queued",
-                f"--wheel={wheel}", *TINY, "--gin.MODEL_DIR=gs://b/run", "--gin.BATCH_SIZE=8"])
+                f"--wheel={wheel}", *TINY, "--gin.MODEL_DIR=gs://bkt/run", "--gin.BATCH_SIZE=8"])
   lines = log.read_text().splitlines()
   assert [" ".join(line.split()[2:4]) for line in lines] == [
       "queued-resources create", "queued-resources describe", "tpu-vm ssh", "tpu-vm scp",
