@@ -170,19 +170,26 @@ def _read_remote(store: StoredTokens, plan: list, progress: bool) -> list:
     with tqdm.tqdm(total=sum(p[3] for p in pending), unit="B", unit_scale=True,
                    desc=f"read {os.path.basename(store.path)}", disable=not progress) as bar:
       for name, dtype, futures, expected in pending:
-        parts = []
+        data, at = np.empty(expected, np.uint8), 0  # Filled chunk by chunk: no joined copy.
         for future in futures:
-          result = future.result()
+          try:
+            result = future.result()
+          except ValueError as error:  # tensorstore's: OUT_OF_RANGE, PERMISSION_DENIED, ...
+            raise storage.StorageError(f"{store.path}/{name}: {str(error).splitlines()[0]} (a "
+                                       f"truncated or unreadable file)") from None
           if result.state != "value":
             raise storage.StorageError(f"{store.path}/{name}: missing (the store is "
                                        f"incomplete; delete it to rebuild)")
-          parts.append(result.value)
-          bar.update(len(result.value))
-        data = b"".join(parts)
-        if len(data) != expected:
-          raise storage.StorageError(f"{store.path}/{name}: {len(data)} bytes where {expected} "
-                                     f"were expected (a truncated file)")
-        arrays.append(np.frombuffer(data, dtype))
+          chunk = np.frombuffer(result.value, np.uint8)
+          if at + len(chunk) > expected:
+            break
+          data[at:at + len(chunk)] = chunk
+          at += len(chunk)
+          bar.update(len(chunk))
+        if at != expected:
+          raise storage.StorageError(f"{store.path}/{name}: {at} bytes where {expected} were "
+                                     f"expected (a truncated file)")
+        arrays.append(data.view(dtype))
     return arrays
 
   offsets = fetch([(file_name(f, "offsets", n), np.int64, lo, hi + 1)

@@ -101,11 +101,17 @@ def test_each_host_reads_only_its_own_examples_of_a_gcs_store(gcs, bucket, tmp_p
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_a_gcs_store_read_through_503s_and_one_with_a_missing_file_says_which(gcs, bucket):
+def test_a_gcs_store_read_through_503s_and_one_with_a_bad_file_says_which(gcs, bucket):
   remote = token_store.write(f"gs://{bucket}/store", synthetic_examples(50))
   gcs.fail(rf"GET /storage/v1/b/{bucket}/o/store%2Ftargets\.tokens", 503, 2)
   assert len(remote.shard(0, 1)) == 50
   assert gcs.faults()[0]["seen"] == 2
+  data = gcs.read(bucket, "store/targets.tokens-00000.npy")
+  gcs.write(bucket, "store/targets.tokens-00000.npy", data[:len(data) // 2])
+  with pytest.raises(storage.StorageError, match=rf"gs://{bucket}/store/targets.tokens-00000"
+                                                 r"\.npy: OUT_OF_RANGE: .* \(a truncated or "
+                                                 r"unreadable file\)"):
+    remote.shard(0, 1)
   gcs.delete(bucket, "store/targets.tokens-00000.npy")
   with pytest.raises(storage.StorageError, match=rf"gs://{bucket}/store/targets.tokens-00000"
                                                  r"\.npy: missing \(the store is incomplete"):
