@@ -194,7 +194,7 @@ def data_stats(argv: Sequence[str]):
   import json  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   # pylint: disable-next=import-outside-toplevel
-  from meena_jax import data_stats as stats_lib, token_store
+  from meena_jax import data_stats as stats_lib, storage, token_store
   cli.configure_logging()
   parser = argparse.ArgumentParser(prog="python -m meena_jax data_stats",
                                    description=stats_lib.__doc__,
@@ -232,13 +232,12 @@ def data_stats(argv: Sequence[str]):
         f"{settings.get('batch_size', 16)} rows a batch")
   print(stats_lib.report(lengths, cut, fills))
   if args.json:
-    with open(args.json, "w", encoding="utf-8") as f:
-      json.dump({"task": task.name, "split": args.split, "cut": cut, "fill": fills,
-                 "lengths": {k: {"mean": float(v.mean()), "max": int(v.max()),
-                                 "truncated": float(np.mean(v > cut[k])),
-                                 **{f"p{p}": float(np.percentile(v, p))
-                                    for p in stats_lib.PERCENTILES}}
-                             for k, v in lengths.items()}}, f, indent=1)
+    storage.write_text(args.json, json.dumps(
+        {"task": task.name, "split": args.split, "cut": cut, "fill": fills,
+         "lengths": {k: {"mean": float(v.mean()), "max": int(v.max()),
+                         "truncated": float(np.mean(v > cut[k])),
+                         **{f"p{p}": float(np.percentile(v, p)) for p in stats_lib.PERCENTILES}}
+                     for k, v in lengths.items()}}, indent=1))
 
 
 # The modules each setup.py extra brings: a command missing one names the extra to install.

@@ -212,7 +212,7 @@ def _downloaded_reddit2015(dl_manager, checksums_path, data_dir,
   """The raw daily files, downloaded (or found in TFDS's manual directory) and rebuilt."""
   urls = {info.filename: url for url, info in
           tfds.download.checksums.load_url_infos(checksums_path).items()}
-  manual_dir = pathlib.Path(data_dir) / "downloads" / "manual"
+  manual_dir = storage.path(data_dir) / "downloads" / "manual"
   try:
     if not all((manual_dir / name).is_file() for name in urls):
       # TFDS retries each of 260 files with backoff: offline, that is many minutes of warnings.

@@ -33,6 +33,7 @@ import pathlib
 import re
 from typing import Iterator, Mapping, Optional, Union
 
+from meena_jax import storage
 from meena_tasks.sources import MalformedInputError
 
 FILE_NAME = re.compile(r"(?P<subreddit>[A-Za-z]+)_(?P<date>\d{4}-\d{2}-\d{2})\.json")
@@ -86,9 +87,9 @@ def _json_objects(name: str, text: str) -> Iterator[dict]:
 
 
 def read_records(name: str, path) -> list[dict]:
-  """The records of one raw file, each checked for the fields threading needs."""
-  with open(path, "rb") as f:
-    data = f.read()
+  """The records of one raw file (local, or a download under a gs:// DATA_DIR), each checked
+  for the fields threading needs."""
+  data = storage.path(path).read_bytes()
   try:
     text = data.decode("utf-8")
   except UnicodeDecodeError as e:

@@ -1,8 +1,8 @@
 """The tiny run with every path on Cloud Storage, against the emulator (``tests/gcs_emulator.py``):
 MODEL_DIR, DATA_DIR (TFDS files, vocabulary, token store) and the outputs all ``gs://``. One
 uninterrupted run is the reference: a run killed with SIGKILL resumes to its losses bit for bit;
-its corrupt and then half-uploaded newest checkpoint is moved aside and saved again; eval and
-chat read it; two hosts writing one checkpoint train like it. Every command runs in an empty
+its corrupt and then half-uploaded newest checkpoint is moved aside and saved again (through
+injected 503s); eval and chat read it; two hosts writing one checkpoint train like it. Every command runs in an empty
 working directory that stays empty, and no local ``gs:`` directory appears."""
 import json
 import pathlib
@@ -109,7 +109,16 @@ def test_a_corrupt_then_a_half_uploaded_newest_checkpoint_is_moved_aside_and_sav
     gcs, gs):
   bucket, argv, last = gs["bucket"], _command("reference", gs), f"reference/checkpoints/{STEPS}"
   gcs.write(bucket, f"{last}/data/metadata", b"{not json")  # Corrupt.
-  result = _run(argv, gcs.env("damaged"), gs["work"])
+  # And the step saved again meets two 503s from each client: tensorstore writing its arrays
+  # (simple uploads), TensorFlow writing orbax's metadata (resumable uploads).
+  upload = rf"^POST /upload/storage/v1/b/{bucket}/o\?uploadType="
+  gcs.fail(upload + rf"media&name=reference%2Fcheckpoints%2F{STEPS}%2F", 503, 2)
+  gcs.fail(upload + rf"resumable&name=reference%2Fcheckpoints%2F{STEPS}%2F", 503, 2)
+  try:
+    result = _run(argv, gcs.env("damaged"), gs["work"])
+    assert [f["seen"] for f in gcs.faults()] == [2, 2]  # Retried with backoff, and saved.
+  finally:
+    gcs.clear_faults()
   assert (f"checkpoint at step {STEPS} is unreadable" in result.stderr and
           f"moved to gs://{bucket}/reference/checkpoints_unreadable/{STEPS}" in result.stderr)
   assert gcs.read(bucket, f"reference/checkpoints_unreadable/{STEPS}/data/metadata") == (

@@ -215,3 +215,18 @@ def test_a_2x2_sweep_runs_resumes_after_an_interruption_and_reports_4_runs(
   assert os.path.getsize(png) > 0
   sweep.main(["report", str(root)])
   assert capsys.readouterr().out.startswith(table)
+
+
+def test_the_report_of_a_sweep_on_gcs_reads_and_writes_there(gcs):
+  gcs.create_bucket("sweeps")
+  for index, name in enumerate(("a=1", "a=2")):
+    gcs.write("sweeps", f"s/{name}/sweep.json", json.dumps(
+        {"index": index, "settings": {"A": name[2:]}, "train_steps": 2}).encode())
+    gcs.write("sweeps", f"s/{name}/metrics.jsonl", "".join(
+        json.dumps(r) + "\n" for r in ({"step": 2, "loss": 4.0 + index},
+                                       {"step": 2, "eval_perplexity": 50.0 + index})).encode())
+  table, png = sweep.report("gs://sweeps/s")
+  assert table.splitlines()[2:] == ["a=1  A=1         2/2       4.000          50.00",
+                                    "a=2  A=2         2/2       5.000          51.00"]
+  assert str(png) == "gs://sweeps/s/sweep.png"
+  assert gcs.read("sweeps", "s/sweep.png")[:8] == b"\x89PNG\r\n\x1a\n"
