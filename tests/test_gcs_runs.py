@@ -5,10 +5,12 @@ its corrupt and then half-uploaded newest checkpoint is moved aside and saved ag
 injected 503s); eval and chat read it; two hosts writing one checkpoint train like it. Every command runs in an empty
 working directory that stays empty, and no local ``gs:`` directory appears."""
 import json
+import os
 import pathlib
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -67,10 +69,15 @@ def _losses(gcs, bucket, run) -> dict:
 
 
 def _no_local_traces(gs):
-  """Nothing under the working directory; no directory named ``gs:`` on local disk."""
+  """Nothing under the working directory; no directory named ``gs:`` on local disk where a
+  run could have made one (the temporary directory, the repository, the working directories,
+  home; six levels deep, as the before-stop check looks)."""
   assert not list(gs["work"].iterdir())
-  for root in (gs["root"], REPO_ROOT, pathlib.Path.cwd()):
-    assert not [p for p in root.rglob("gs:") if ".venv" not in p.parts]
+  for root in {tempfile.gettempdir(), str(REPO_ROOT), os.getcwd(), os.path.expanduser("~")}:
+    for directory, subdirectories, _ in os.walk(root):
+      assert "gs:" not in subdirectories, directory
+      if directory.count(os.sep) - root.count(os.sep) >= 6 or ".venv" in directory:
+        subdirectories.clear()
 
 
 def test_the_reference_run_keeps_everything_on_gcs(gcs, gs):

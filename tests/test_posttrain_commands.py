@@ -22,6 +22,7 @@ CFG = dataclasses.replace(TINY, block_type="transformer", vocab_size=4000, dropo
                           num_decoder_layers=1)
 
 
+@pytest.mark.skipif(not HH.is_dir(), reason=f"{HH} is absent (the shared preference data)")
 def test_ppo_command_trains_with_ptx_batches_and_resumes_their_position(chitchat_dir, tmp_path,
                                                                         caplog):
   save_checkpoint(tmp_path / "sft", jax.device_get(init_params(CFG)))
