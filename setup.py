@@ -2,7 +2,8 @@
 
 The library is `meena_jax/`; the SeqIO/TFDS code in `tasks/` installs as `meena_tasks`.
 Lower bounds are the versions this repository was tested with (Python 3.11, CPU). Extras:
-``[ssa]``, ``[posttrain]``, ``[safety]``, ``[tpu]`` (libtpu), ``[test]`` (all of them and pytest).
+``[ssa]``, ``[posttrain]``, ``[safety]``, ``[beam]`` (Apache Beam, for Pushshift), ``[tpu]``
+(libtpu), ``[test]`` (all of them and pytest).
 """
 from setuptools import setup
 
@@ -17,6 +18,9 @@ EXTRAS = {
         "rlax>=0.1.9",  # GAE and the clipped PPO losses.
         # rlax pulls in tensorflow-probability, which needs it once TensorFlow is loaded.
         "tf-keras>=2.21.0",
+    ],
+    "beam": [  # Pushshift at scale: the data pipeline on Apache Beam (meena_tasks.beam_pipeline).
+        "apache-beam>=2.77.0",
     ],
     "safety": [  # The offline safety suite (meena_jax.safety): Wilson intervals and McNemar's
         # exact test, judge agreement (kappa, AUROC), AdvBench's YAML in the pinned pyrit wheel.
@@ -50,7 +54,9 @@ setup(
         # orbax lists a gs:// run's steps only after asking google-cloud-storage whether the
         # bucket has a hierarchical namespace, and does not declare it.
         "google-cloud-storage>=3.17.1",
-        "sentencepiece>=0.2.3",
+        # 0.2.3's generated protobuf module demands protobuf 7's runtime, which Apache Beam
+        # (the [beam] extra) forbids; 0.2.2 is the same library and trains the same models.
+        "sentencepiece>=0.2.2,<0.2.3",
         "numpy>=2.0",
         "chitchat_dataset>=0.9.0",
         "alt-profanity-check>=1.9.1",

@@ -241,7 +241,7 @@ def data_stats(argv: Sequence[str]):
 
 
 # The modules each setup.py extra brings: a command missing one names the extra to install.
-EXTRA_MODULES = {"ssa": {"flask", "waitress", "krippendorff"},
+EXTRA_MODULES = {"ssa": {"flask", "waitress", "krippendorff"}, "beam": {"apache_beam"},
                  "posttrain": {"rlax", "tf_keras", "tensorflow_probability"},
                  "safety": {"scipy", "sklearn", "yaml"}}
 
@@ -272,7 +272,7 @@ COMMANDS = {
     "posttrain": _forward("meena_jax.posttrain.__main__", "posttrain"),
     "safety": _forward("meena_jax.safety.__main__", "safety"),
     "ssa": _forward("meena_jax.ssa.__main__", "ssa"),
-    "prepare": _forward("meena_tasks.prepare"),
+    "prepare": _forward("meena_tasks.prepare", "beam"),  # Beam: only for pushshift_reddit.
 }
 
 

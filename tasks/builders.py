@@ -8,7 +8,10 @@ split when it is not there yet: ``<data_dir>/meena_vocab/<source>_<size>.model``
 """
 import abc
 import dataclasses
+import hashlib
+import importlib.util
 import json
+import os
 import pathlib
 import socket
 import urllib.parse
@@ -28,16 +31,19 @@ def vocab_path(data_dir, source: str, vocab_size: int) -> storage.Path:
 
 
 class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """Shared pipeline; subclasses implement ``_read_groups`` (message trees per split)."""
+  """What every conversation source shares: features, vocabulary, filter statistics."""
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Meena filters, subtree removal, up to 7 context turns."}
 
   def __init__(self, *, vocab_size: Optional[int] = None, vocab_file: Optional[str] = None,
-               skip_malformed: bool = False, **kwargs):
+               skip_malformed: bool = False, vocab_sample_size: Optional[int] = None,
+               **kwargs):
     """``vocab_file``: an existing SentencePiece model to count subwords with (e.g. to share
-    reddit2015's between Reddit sources); by default the source's own, trained if missing."""
+    reddit2015's between Reddit sources); by default the source's own, trained if missing on a
+    deterministic sample of at most ``vocab_sample_size`` distinct train texts."""
     super().__init__(**kwargs)
     self.vocab_size = vocab_size or DEFAULT_VOCAB_SIZES.get(self.source_name, 8000)
+    self.vocab_sample_size = vocab_sample_size or vocab.MAX_TRAINING_SENTENCES
     self.skip_malformed = skip_malformed
     self._vocab_file = storage.path(vocab_file) if vocab_file else None
     if self._vocab_file and not self._vocab_file.is_file():
@@ -64,6 +70,30 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         }),
         supervised_keys=None)
 
+  def _write_statistics(self, stats: dict):
+    """``stats``: ``{split: FilterStatistics.as_dict()}``."""
+    path = storage.path(self.data_dir) / "filter_statistics.json"
+    if not storage.is_remote(path):
+      path.parent.mkdir(parents=True, exist_ok=True)
+    storage.write_text(path, json.dumps(stats, indent=1))
+
+  def _no_examples(self, stats: dict):
+    counts = "; ".join(f"{split}: {_nonzero(s) or 'no messages'}" for split, s in stats.items())
+    raise NoExamplesError(f"{self.name}/{self.builder_config.name}: no example survived the "
+                          f"filters ({counts})")
+
+  def _generate_examples(self, examples: Iterable[conversations.Example]):
+    for ex in examples:
+      yield ex.id, {"id": ex.id, "context": list(ex.context), "response": ex.response,
+                    "context_speakers": list(ex.context_speakers),
+                    "response_speaker": ex.response_speaker}
+
+
+class _InMemoryBuilder(_ConversationBuilder, skip_registration=True):
+  """The pipeline in one process, for sources that fit one: ``_read_groups`` gives message
+  trees per split; cleaning, the occurrence count, the vocabulary, the filters and the
+  examples follow (the functions ``beam_pipeline`` runs at scale)."""
+
   @abc.abstractmethod
   def _read_groups(self, stats: dict, dl_manager) -> dict[str, list[list[Message]]]:
     """{split: [messages of one conversation or tree, ...]}; may fill ``stats`` per split."""
@@ -77,7 +107,7 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         m for gs in cleaned.values() for g in gs for m in g)
     model = vocab.ensure(
         lambda: (m.text for g in cleaned["train"] for m in g if m is not None),
-        self.vocab_file, self.vocab_size)
+        self.vocab_file, self.vocab_size, max_sentences=self.vocab_sample_size)
     import sentencepiece as spm
     processor = spm.SentencePieceProcessor(model_proto=model.read_bytes())  # Local or gs://.
     count_subwords = lambda texts: [len(ids) for ids in processor.encode(texts)]
@@ -90,29 +120,12 @@ class _ConversationBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
       survivors = conversations.filter_messages(messages, clean, count_subwords, occurrences,
                                                 split_stats)
       examples[split] = conversations.make_examples(survivors, split_stats)
-    self._write_statistics(stats)
+    self._write_statistics({split: s.as_dict() for split, s in stats.items()})
     if not any(examples.values()):
-      counts = "; ".join(f"{split}: {_nonzero(s.as_dict()) or 'no messages'}"
-                         for split, s in stats.items())
-      raise NoExamplesError(f"{self.name}/{self.builder_config.name}: no example survived the "
-                            f"filters ({counts})")
+      self._no_examples({split: s.as_dict() for split, s in stats.items()})
     # TFDS refuses an empty split (a small Pushshift sample may hash none into `test`); such a
     # split is left out, and its statistics still say why.
     return {split: self._generate_examples(exs) for split, exs in examples.items() if exs}
-
-  def _write_statistics(self, stats: dict):
-    path = storage.path(self.data_dir) / "filter_statistics.json"
-    if not storage.is_remote(path):
-      path.parent.mkdir(parents=True, exist_ok=True)
-    storage.write_text(path, json.dumps({split: s.as_dict() for split, s in stats.items()},
-                                        indent=1))
-
-  def _generate_examples(self, examples: Iterable[conversations.Example]):
-    for ex in examples:
-      yield ex.id, {"id": ex.id, "context": list(ex.context), "response": ex.response,
-                    "context_speakers": list(ex.context_speakers),
-                    "response_speaker": ex.response_speaker}
-
 
 def statistics(builder: tfds.core.DatasetBuilder) -> dict:
   """The ``filter_statistics.json`` of a prepared builder."""
@@ -143,7 +156,7 @@ def jsonl_groups(name: str, files: dict, skip_malformed: bool,
   return groups
 
 
-class Chitchat(_ConversationBuilder):
+class Chitchat(_InMemoryBuilder):
   """The Chit Chat Challenge conversations of the ``chitchat_dataset`` package (7,168
   human-human conversations), split 90/5/5 by a hash of the conversation id."""
 
@@ -157,7 +170,7 @@ class JsonlConfig(tfds.core.BuilderConfig):
   files: dict = dataclasses.field(default_factory=dict)
 
 
-class ConversationsJsonl(_ConversationBuilder):
+class ConversationsJsonl(_InMemoryBuilder):
   """Conversations from JSONL files, one ``{"id", "turns": [...]}`` object a line: pass
   ``config=JsonlConfig(name=..., files={"train": [...], ...})``."""
 
@@ -176,7 +189,7 @@ class SourceUnavailableError(sources.DataError):
   """A source can neither be downloaded nor read locally; names the setting that fixes it."""
 
 
-class Reddit2015(_ConversationBuilder):
+class Reddit2015(_InMemoryBuilder):
   """Reddit reply threads of Feb-Apr 2015 from 14 subreddits: the 260 daily files of
   github.com/leahrnh/reddit_corpus (commit bedbf66) listed with their sizes and SHA-256 in
   ``reddit2015_checksums.tsv``, rebuilt into conversations by ``reddit_corpus.rebuild``. With
@@ -255,7 +268,13 @@ class PushshiftReddit(_ConversationBuilder):
   """Reddit comment trees rebuilt from Pushshift monthly dumps; every reply with its ancestors
   becomes an example. Trees are split 90/5/5 by a hash of their submission id. The dumps come
   from a config (``PushshiftConfig``) or, for the ``default`` config the trainer reads, from
-  ``comment_files`` / ``submission_files`` (``python -m meena_tasks.prepare`` passes them)."""
+  ``comment_files`` / ``submission_files`` (``python -m meena_jax prepare`` passes them).
+
+  Prepared by an Apache Beam pipeline (``beam_pipeline``; the ``[beam]`` extra): on the
+  DirectRunner by default, on Dataflow, Flink or Spark with ``--beam_pipeline_options``. Its
+  examples are written once under ``<data_dir>/downloads/pushshift_examples/`` (a restarted
+  prepare reuses a finished run), then TFDS writes them as the dataset, in the same pipeline
+  options, and the intermediate files are deleted."""
   BUILDER_CONFIGS = [PushshiftConfig(name="default")]
 
   def __init__(self, *, comment_files=(), submission_files=(), **kwargs):
@@ -263,23 +282,58 @@ class PushshiftReddit(_ConversationBuilder):
     self.comment_files = tuple(comment_files) or self.builder_config.comment_files
     self.submission_files = tuple(submission_files) or self.builder_config.submission_files
 
-  def _read_groups(self, stats, dl_manager):
+  def _download_and_prepare(self, dl_manager, download_config):  # pylint: disable=arguments-differ
+    if importlib.util.find_spec("apache_beam") is None:
+      raise SourceUnavailableError("pushshift_reddit is prepared by an Apache Beam pipeline, "
+                                   "which is not installed: pip install 'meena_jax[beam]'")
+    super()._download_and_prepare(dl_manager, download_config)
+
+  def _split_generators(self, dl_manager, pipeline):  # pylint: disable=arguments-differ
+    del dl_manager
     if not self.comment_files:
       raise SourceUnavailableError(
           f"pushshift_reddit is not prepared in {self._data_dir_root} and no comment files "
-          f"were given; prepare it first: python -m meena_tasks.prepare pushshift_reddit "
+          f"were given; prepare it first: python -m meena_jax prepare pushshift_reddit "
           f"--data_dir {self._data_dir_root} --comment_files RC_YYYY-MM.zst ...")
-    read_stats = FilterStatistics()
-    trees = sources.pushshift_trees(self.comment_files, self.submission_files,
-                                    self.skip_malformed, read_stats)
-    groups = {split: [] for split, _ in sources.SPLIT_FRACTIONS}
-    for root_id, messages in sorted(trees.items()):
-      split = sources.hash_split(root_id)
-      groups[split].append(messages)
-    for split in groups:
-      stats[split] = FilterStatistics()
-    stats["train"].malformed_skipped = read_stats.malformed_skipped
-    return groups
+    for path in self.comment_files + self.submission_files:
+      if not storage.path(path).exists():
+        raise SourceUnavailableError(f"pushshift_reddit: dump {path} does not exist")
+    from meena_tasks import beam_pipeline  # pylint: disable=import-outside-toplevel
+    settings = beam_pipeline.Settings(
+        comment_files=tuple(map(str, self.comment_files)),
+        submission_files=tuple(map(str, self.submission_files)),
+        skip_malformed=self.skip_malformed, vocab_path=os.fspath(self.vocab_file),
+        train_vocab=not self.vocab_file.exists(), vocab_size=self.vocab_size,
+        vocab_sample=self.vocab_sample_size)
+    self._examples_dir = self._pipeline_dir(settings)
+    summary = beam_pipeline.run(settings, self._examples_dir, pipeline.options)
+    self._write_statistics(summary["statistics"])
+    if not any(summary["examples"].values()):
+      self._no_examples(summary["statistics"])
+    # Splits without examples are left out (TFDS refuses an empty split); their statistics
+    # still say why.
+    import apache_beam as beam  # pylint: disable=import-outside-toplevel
+    return {split: (pipeline | f"Read{split}" >> beam_pipeline.read_examples(
+        self._examples_dir, split) | f"Features{split}" >> beam.Map(_features))
+            for split, count in summary["examples"].items() if count}
+
+  def _pipeline_dir(self, settings) -> str:
+    """Where the pipeline's examples go: named by everything that determines them."""
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:12]
+    return os.fspath(storage.path(self._data_dir_root) / "downloads" / "pushshift_examples" /
+                     f"{self.builder_config.name}-{digest}")
+
+  def _process_pipeline_result(self, pipeline_result):
+    del pipeline_result  # TFDS has written every split: the intermediate examples can go.
+    storage.remove_tree(self._examples_dir)
+
+
+def _features(item):
+  """``(id, Example)`` -> TFDS's ``(key, feature dict)``."""
+  key, ex = item
+  return key, {"id": ex.id, "context": list(ex.context), "response": ex.response,
+               "context_speakers": list(ex.context_speakers),
+               "response_speaker": ex.response_speaker}
 
 
 class NoExamplesError(sources.DataError):

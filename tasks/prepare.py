@@ -5,6 +5,13 @@
   python -m meena_tasks.prepare reddit2015 --reddit2015_dir ../shared/data/reddit2015
   python -m meena_tasks.prepare pushshift_reddit --comment_files RC_2015-01.zst RC_2015-02.zst \\
       [--submission_files RS_2015-01.zst ...] [--vocab_file DIR/meena_vocab/reddit2015_8000.model]
+      [--beam_pipeline_options=--direct_num_workers=2,--direct_running_mode=multi_processing]
+
+Pushshift is prepared by an Apache Beam pipeline (``pip install 'meena_jax[beam]'``): on the
+DirectRunner without ``--beam_pipeline_options``, on Dataflow with
+``--beam_pipeline_options=--runner=DataflowRunner,--project=P,--region=R,--temp_location=gs://B/tmp,...``
+(comma-separated, as ``tfds build`` takes them; ``--data_dir`` and the dumps must then be
+``gs://`` paths the workers can read).
 
 The trainer prepares a missing task itself on first use (and logs that it does); running this
 first keeps a pod's hosts from waiting on it, and shows the statistics before any training.
@@ -20,6 +27,10 @@ from meena_tasks import builders, seqio_tasks, sources
 def builder_for(args) -> builders._ConversationBuilder:  # pylint: disable=protected-access
   """The task's TFDS builder with the sources and vocabulary the flags name."""
   kwargs = {"data_dir": os.path.expanduser(args.data_dir), "skip_malformed": args.skip_malformed}
+  if args.vocab_sample_size:
+    kwargs["vocab_sample_size"] = args.vocab_sample_size
+  if args.vocab_size:
+    kwargs["vocab_size"] = args.vocab_size
   if args.vocab_file:
     kwargs["vocab_file"] = args.vocab_file
   if args.task == "reddit2015":
@@ -30,6 +41,18 @@ def builder_for(args) -> builders._ConversationBuilder:  # pylint: disable=prote
                        "(see the README's Data section for where the dumps come from)")
     kwargs.update(comment_files=args.comment_files, submission_files=args.submission_files or ())
   return seqio_tasks.SOURCES[args.task](**kwargs)
+
+
+def _beam_options(text):
+  """``--beam_pipeline_options`` as ``PipelineOptions`` (None: Beam's defaults)."""
+  if not text:
+    return None
+  try:
+    from apache_beam.options.pipeline_options import PipelineOptions  # pylint: disable=import-outside-toplevel
+  except ModuleNotFoundError:
+    raise SystemExit("error: --beam_pipeline_options needs Apache Beam: pip install "
+                     "'meena_jax[beam]'") from None
+  return PipelineOptions([flag for flag in text.split(",") if flag])
 
 
 def summary(builder) -> str:
@@ -59,13 +82,24 @@ def main(argv=None):
                       "(e.g. reddit2015's, to mix the two) instead of training the source's own")
   parser.add_argument("--skip_malformed", action="store_true",
                       help="count and skip unreadable records instead of stopping at the first")
+  parser.add_argument("--vocab_size", type=int,
+                      help="pieces of the vocabulary trained when none exists (default: "
+                           "8000; chitchat 4000)")
+  parser.add_argument("--vocab_sample_size", type=int,
+                      help="distinct train texts the vocabulary trains on (a deterministic "
+                           "sample; default 1,000,000)")
+  parser.add_argument("--beam_pipeline_options",
+                      help="pushshift_reddit: Apache Beam pipeline options, comma-separated")
   args = parser.parse_args(argv)
+  if args.beam_pipeline_options and args.task != "pushshift_reddit":
+    raise SystemExit(f"--beam_pipeline_options: {args.task} is prepared in one process; only "
+                     f"pushshift_reddit runs on Beam")
   builder = builder_for(args)
   if builder.is_prepared():
     print(f"{builder.name} is already prepared in {builder.data_dir}")
   else:
     try:
-      seqio_tasks.prepare(builder, args.task)
+      seqio_tasks.prepare(builder, args.task, _beam_options(args.beam_pipeline_options))
     except (sources.DataError, FileNotFoundError) as error:
       raise SystemExit(f"error: {str(error).splitlines()[0]}") from None
   print(summary(builder))

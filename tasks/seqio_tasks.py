@@ -123,14 +123,15 @@ class DataDirError(sources.DataError):
   """The data directory cannot hold a task that must still be prepared; names the path."""
 
 
-def prepare(builder, name: str):
+def prepare(builder, name: str, beam_options=None):
   """Downloads and prepares ``builder``'s data (and trains its vocabulary if missing), saying so:
   a run that finds its task unprepared does this once (``python -m meena_jax prepare`` does
-  it ahead)."""
+  it ahead). ``beam_options``: the ``PipelineOptions`` of a Beam-built source (Pushshift)."""
   _check_writable(builder.data_dir_root, name)
   log.info("preparing task %s under %s (first use; python -m meena_jax prepare %s does this "
            "ahead of a run)", name, builder.data_dir_root, name)
-  builder.download_and_prepare()
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      beam_options=beam_options))
 
 
 def _register(name: str, builder) -> seqio.Task:

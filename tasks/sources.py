@@ -2,7 +2,9 @@
 
 - ``chitchat``: the ``chitchat_dataset`` PyPI package (7,168 conversations, offline).
 - ``conversations_jsonl``: gzip/plain JSONL, one ``{"id", "turns", ...}`` conversation a line.
-- ``pushshift``: Reddit ``RC_YYYY-MM.zst`` comment dumps (and optional ``RS_*`` submissions).
+- ``pushshift``: Reddit ``RC_YYYY-MM.zst`` comment dumps (and optional ``RS_*`` submissions),
+  streamed record by record; ``trees`` is the thread rule that groups their messages
+  (``beam_pipeline`` applies it per submission).
 
 Bad input stops the read with a ``MalformedInputError`` naming the file and line (or byte
 offset); with ``skip_malformed`` each bad record is counted in the statistics instead. Nothing
@@ -134,13 +136,16 @@ def _zst_lines(path: pathlib.Path) -> Iterator[tuple[int, bytes]]:
     yield offset, pending
 
 
-def read_pushshift(path, skip_malformed: bool, stats: FilterStatistics,
-                   submissions: bool = False) -> Iterator[Message]:
-  """Comments (``t1_<id>`` replying to ``parent_id``) or submissions (``t3_<id>``, the title as
-  text, a root) of one Pushshift dump."""
+def pushshift_records(path, skip_malformed: bool, stats: FilterStatistics,
+                      submissions: bool = False) -> Iterator[tuple[int, Message, str]]:
+  """``(byte offset, message, link)`` of every record of one Pushshift dump, streamed (memory
+  holds a chunk of the file): comments are ``t1_<id>`` replying to ``parent_id`` in the thread
+  of submission ``link_id``; submissions are ``t3_<id>``, their title the text, a root and
+  their own link."""
   import zstandard
   path = pathlib.Path(path)
-  fields = ("id", "title", "author") if submissions else ("id", "parent_id", "author", "body")
+  fields = ("id", "title", "author") if submissions else ("id", "parent_id", "link_id",
+                                                          "author", "body")
   offset = 0
   try:
     for offset, raw in _zst_lines(path):
@@ -160,35 +165,33 @@ def read_pushshift(path, skip_malformed: bool, stats: FilterStatistics,
         _bad(path, where, f"missing field {e}", skip_malformed, stats)
         continue
       if submissions:
-        yield Message(f"t3_{values['id']}", None, values["title"], values["author"])
+        link = f"t3_{values['id']}"
+        yield offset, Message(link, None, values["title"], values["author"]), link
       else:
-        yield Message(f"t1_{values['id']}", values["parent_id"], values["body"],
-                      values["author"])
+        yield offset, Message(f"t1_{values['id']}", values["parent_id"], values["body"],
+                              values["author"]), values["link_id"]
   except zstandard.ZstdError as e:
     _bad(path, f"byte {offset}", f"truncated or corrupt zstandard stream ({e})",
          skip_malformed, stats)
 
 
-def pushshift_trees(comment_files: Sequence, submission_files: Sequence = (),
-                    skip_malformed: bool = False,
-                    stats: Optional[FilterStatistics] = None) -> dict[str, list[Message]]:
-  """All messages grouped by submission (``link_id`` root), comments' parents resolved."""
-  stats = stats if stats is not None else FilterStatistics()
-  messages = {}
-  for path in submission_files:
-    for m in read_pushshift(path, skip_malformed, stats, submissions=True):
-      messages[m.id] = m
-  for path in comment_files:
-    for m in read_pushshift(path, skip_malformed, stats):
-      messages[m.id] = m
-  trees: dict[str, list[Message]] = {}
-  root_of: dict[str, str] = {}  # Memo: message id -> its tree's key (the submission id).
-  for m in messages.values():
+def trees(messages) -> dict[str, list[Message]]:
+  """The thread rule: ``messages`` (in dump order; a later record of an id replaces an earlier
+  one) grouped into trees, each keyed by its root's parent (the submission ``t3_...`` when
+  the root is a top-level comment or the submission itself, the missing parent's id when a
+  reply's parent is not in the dump). Every message shares its tree with its ancestors, so a
+  tree never spans two submissions: a pipeline may apply this per submission."""
+  by_id = {}
+  for m in messages:
+    by_id[m.id] = m
+  grouped: dict[str, list[Message]] = {}
+  root_of: dict[str, str] = {}  # Memo: message id -> its tree's key.
+  for m in by_id.values():
     path, top = [], m
-    while top.parent_id in messages and top.id not in root_of and len(path) < 100_000:
+    while top.parent_id in by_id and top.id not in root_of and len(path) < 100_000:
       path.append(top.id)
-      top = messages[top.parent_id]
+      top = by_id[top.parent_id]
     key = root_of.get(top.id, top.parent_id or top.id)
     root_of.update({i: key for i in path + [top.id]})
-    trees.setdefault(key, []).append(m)
-  return trees
+    grouped.setdefault(key, []).append(m)
+  return grouped

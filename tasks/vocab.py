@@ -16,6 +16,7 @@ time a tokenizer is built, dozens of lines a run, which nothing can silence.
 import argparse
 import hashlib
 import io
+import re
 import pathlib
 import tempfile
 from typing import Iterable
@@ -31,26 +32,46 @@ DROPPED_CHARACTERS = ("\ufeff", "\u200b")
 MAX_TRAINING_SENTENCES = 1_000_000
 
 
+def sample_key(text: str, seed: int = 0) -> tuple:
+  """Where ``text`` ranks in the sample: the ``max_sentences`` distinct non-empty texts with
+  the smallest keys are the sample, in key order (a Beam pipeline draws the same one with
+  ``Top.Smallest``)."""
+  return hashlib.sha256(f"{seed}:{text}".encode()).digest()[:8], text
+
+
 def _sampled(texts: Iterable[str], max_sentences: int, seed: int) -> list[str]:
   """A deterministic sample of at most ``max_sentences`` texts: the smallest seeded hashes."""
-  keyed = sorted((hashlib.sha256(f"{seed}:{t}".encode()).digest()[:8], t)
-                 for t in set(texts) if t)
+  keyed = sorted(sample_key(t, seed) for t in set(texts) if t)
   return [t for _, t in keyed[:max_sentences]]
 
 
 def train(texts: Iterable[str], model_path, vocab_size: int = 8000, seed: int = 0,
           max_sentences: int = MAX_TRAINING_SENTENCES) -> storage.Path:
-  """Trains a BPE model on ``texts`` and writes ``model_path`` (``.model``, local or
-  ``gs://``) atomically."""
+  """Trains a BPE model on ``texts`` (a sample of at most ``max_sentences`` of them) and
+  writes ``model_path`` (``.model``, local or ``gs://``) atomically."""
+  return train_on_sample(_sampled(texts, max_sentences, seed), model_path, vocab_size)
+
+
+def train_on_sample(sentences: list, model_path, vocab_size: int = 8000) -> storage.Path:
+  """Trains a BPE model on ``sentences`` (the sample, in ``sample_key`` order) and writes
+  ``model_path`` atomically."""
   model_path = storage.path(model_path)
-  sentences = _sampled(texts, max_sentences, seed)
   if not sentences:
     raise ValueError(f"no text to train the vocabulary {model_path} on")
   model = io.BytesIO()
   with tempfile.TemporaryDirectory() as scratch:
     rules = pathlib.Path(scratch) / "normalization.tsv"  # SentencePiece reads rules from a file.
     rules.write_text("".join(f"{ord(c):04X}\t\n" for c in DROPPED_CHARACTERS))
-    _train_bpe(sentences, model, vocab_size, rules)
+    try:
+      _train_bpe(sentences, model, vocab_size, rules)
+    except RuntimeError as error:
+      most = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)",
+                       str(error))
+      if not most:
+        raise
+      raise ValueError(f"vocabulary {model_path}: {len(sentences):,} sampled texts allow at "
+                       f"most {most[1]} pieces, not vocab_size={vocab_size}; choose a smaller "
+                       f"vocab_size (prepare --vocab_size, gin VOCAB_SIZE)") from None
   # The model records the rules' (temporary) path: cleared, so the bytes depend on the text only.
   proto = sentencepiece_model_pb2.ModelProto.FromString(model.getvalue())
   proto.normalizer_spec.ClearField("normalization_rule_tsv")
@@ -70,11 +91,13 @@ def _train_bpe(sentences: list, model: io.BytesIO, vocab_size: int, rules: pathl
       remove_extra_whitespaces=True, minloglevel=2)
 
 
-def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0) -> storage.Path:
-  """The vocabulary at ``model_path``, trained from ``texts_fn()`` on first use."""
+def ensure(texts_fn, model_path, vocab_size: int, seed: int = 0,
+           max_sentences: int = MAX_TRAINING_SENTENCES) -> storage.Path:
+  """The vocabulary at ``model_path``, trained from a sample of at most ``max_sentences`` of
+  ``texts_fn()`` on first use."""
   model_path = storage.path(model_path)
   if not model_path.exists():
-    train(texts_fn(), model_path, vocab_size, seed)
+    train(texts_fn(), model_path, vocab_size, seed, max_sentences)
   return model_path
 
 

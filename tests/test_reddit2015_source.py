@@ -155,5 +155,5 @@ def test_prepare_builds_pushshift_dumps_and_prints_what_the_filters_kept(tmp_pat
 
 def test_unprepared_pushshift_without_dumps_says_how_to_prepare_it(tmp_path, vocab_file):
   with pytest.raises(builders.SourceUnavailableError,
-                     match=r"python -m meena_tasks.prepare pushshift_reddit --data_dir"):
+                     match=r"python -m meena_jax prepare pushshift_reddit --data_dir"):
     seqio_tasks.get_task("pushshift_reddit", str(tmp_path / "tfds"), vocab_file=vocab_file)

@@ -89,7 +89,10 @@ def test_pushshift_fixture_yields_exactly_the_expected_conversations(tmp_path):
   comments = write_zst(tmp_path / "RC_2015-01.zst", PUSHSHIFT_COMMENTS)
   submissions = write_zst(tmp_path / "RS_2015-01.zst", [
       json.dumps({"id": "s1", "title": "Books thread", "author": "mod"})])
-  trees = sources.pushshift_trees([comments], [submissions])
+  stats = FilterStatistics()
+  records = [m for path, is_submission in ((submissions, True), (comments, False))
+             for _, m, _ in sources.pushshift_records(path, False, stats, is_submission)]
+  trees = sources.trees(records)
   assert sorted(trees) == ["t3_s1", "t3_s2"]
   stats = FilterStatistics()
   examples = []
@@ -118,9 +121,9 @@ def test_truncated_zst_names_the_file_and_offset(tmp_path):
   data = zstandard.ZstdCompressor().compress("\n".join(unique).encode())
   path.write_bytes(data[:len(data) // 2])
   with pytest.raises(MalformedInputError, match=r"RC_2015-02.zst:byte \d+: truncated"):
-    list(sources.read_pushshift(path, skip_malformed=False, stats=FilterStatistics()))
+    list(sources.pushshift_records(path, skip_malformed=False, stats=FilterStatistics()))
   stats = FilterStatistics()
-  read = list(sources.read_pushshift(path, skip_malformed=True, stats=stats))
+  read = list(sources.pushshift_records(path, skip_malformed=True, stats=stats))
   assert read and stats.malformed_skipped == 1
 
 
